@@ -1,0 +1,288 @@
+"""Configuration from the environment, parsed once at start (SPEC §5).
+
+Required values fail fast naming the variable. Optional values fall back to their default
+when unset; when set but invalid or out of bounds, :class:`ConfigError` names the variable
+and its bounds (a silent fallback hides typos).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from miniobserv.errors import ConfigError
+from miniobserv.model import check_labels
+from miniobserv.errors import ValidationError
+
+MIN_SECRET_LEN = 16
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``90s``, ``5m``, ``1h30m``, ``30d`` or ``250ms``; raise ValueError otherwise."""
+    text = text.strip()
+    pos, total = 0, 0.0
+    if not text:
+        raise ValueError("empty duration")
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 5m, 1h, 30d)")
+    return timedelta(seconds=total)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest text :func:`parse_duration` reads back (``5m``, ``1h30m``, ``500ms``)."""
+    ms = round(value.total_seconds() * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    seconds, parts = ms // 1000, []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+class _Env:
+    """Reads typed values from an environment mapping, naming the variable on error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(f"{name} is required")
+        return value
+
+    def secret(self, name: str) -> str:
+        value = self.required(name)
+        if len(value) < MIN_SECRET_LEN:
+            raise ConfigError(f"{name} must be at least {MIN_SECRET_LEN} characters")
+        return value
+
+    def duration(self, name: str, default: timedelta, low: timedelta,
+                 high: timedelta | None = None) -> timedelta:
+        text = self.raw(name)
+        bounds = f"{format_duration(low)} to {format_duration(high)}" if high else \
+            f"at least {format_duration(low)}"
+        if text is None:
+            return default
+        try:
+            value = parse_duration(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not a duration (e.g. 10s, 5m, 1h); "
+                              f"bounds: {bounds}") from None
+        if value < low or (high is not None and value > high):
+            raise ConfigError(f"{name}={text} is out of bounds: {bounds}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.raw(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not an integer ({low} to {high})") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={value} is out of bounds: {low} to {high}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        text = self.raw(name)
+        if text is None:
+            return default
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={text!r} must be true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...],
+               *, upper: bool = False) -> str:
+        text = self.raw(name)
+        if text is None:
+            return default
+        value = text.upper() if upper else text.lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={text!r} must be one of {', '.join(choices)}")
+        return value
+
+    def csv(self, name: str) -> tuple[str, ...]:
+        text = self.raw(name)
+        if text is None:
+            return ()
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+
+    def json_list(self, name: str) -> tuple[dict[str, Any], ...]:
+        text = self.raw(name)
+        if text is None:
+            return ()
+        try:
+            value = json.loads(text)
+        except ValueError as err:
+            raise ConfigError(f"{name} is not valid JSON: {err}") from None
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{name} must be a JSON list of objects")
+        return tuple(value)
+
+
+def _listen_addr(env: _Env, name: str, default: str) -> tuple[str, int]:
+    text = env.raw(name) or default
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={text!r} must be host:port with a port of 1 to 65535")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server reads from its environment."""
+
+    agent_token: str
+    database_url: str = "sqlite:///miniobserv.db"
+    listen_addr: tuple[str, int] = ("127.0.0.1", 8080)
+    request_timeout: timedelta = timedelta(seconds=10)
+    shutdown_timeout: timedelta = timedelta(seconds=10)
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    auto_migrate: bool = True
+    alert_rules: tuple[dict[str, Any], ...] = ()
+    alert_notifications: tuple[dict[str, Any], ...] = ()
+    alert_interval: timedelta = timedelta(seconds=30)
+    host_stale_after: timedelta = timedelta(seconds=20)
+    host_down_after: timedelta = timedelta(seconds=50)
+    metrics_retention: timedelta = timedelta(days=30)
+    logs_retention: timedelta = timedelta(days=14)
+    dashboard_enabled: bool = True
+    dashboard_auth: str = "none"
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """Parse the server's settings; raise ConfigError naming the first bad variable."""
+        env = _Env(os.environ if environ is None else environ)
+        second, hour = timedelta(seconds=1), timedelta(hours=1)
+        database_url = env.raw("DATABASE_URL") or cls.database_url
+        if not database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ConfigError("DATABASE_URL must start with postgresql:// or sqlite:///")
+        pool_min = env.integer("DB_POOL_MIN", cls.db_pool_min, 0, 100)
+        pool_max = env.integer("DB_POOL_MAX", max(cls.db_pool_max, pool_min), 1, 1000)
+        if pool_max < pool_min:
+            raise ConfigError(f"DB_POOL_MAX={pool_max} must be at least DB_POOL_MIN={pool_min}")
+        stale = env.duration("HOST_STALE_AFTER", cls.host_stale_after, second)
+        down = env.duration("HOST_DOWN_AFTER", cls.host_down_after, second)
+        if stale >= down:
+            raise ConfigError(f"HOST_STALE_AFTER={format_duration(stale)} must be below "
+                              f"HOST_DOWN_AFTER={format_duration(down)}")
+        return cls(
+            agent_token=env.secret("AGENT_TOKEN"),
+            database_url=database_url,
+            listen_addr=_listen_addr(env, "LISTEN_ADDR", "127.0.0.1:8080"),
+            request_timeout=env.duration("REQUEST_TIMEOUT", cls.request_timeout, second,
+                                         timedelta(seconds=120)),
+            shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", cls.shutdown_timeout, second,
+                                          timedelta(seconds=120)),
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
+            auto_migrate=env.boolean("AUTO_MIGRATE", cls.auto_migrate),
+            alert_rules=env.json_list("ALERT_RULES"),
+            alert_notifications=env.json_list("ALERT_NOTIFICATIONS"),
+            alert_interval=env.duration("ALERT_INTERVAL", cls.alert_interval, second,
+                                        timedelta(days=1)),
+            host_stale_after=stale,
+            host_down_after=down,
+            metrics_retention=env.duration("METRICS_RETENTION", cls.metrics_retention, hour,
+                                           timedelta(days=3650)),
+            logs_retention=env.duration("LOGS_RETENTION", cls.logs_retention, hour,
+                                        timedelta(days=3650)),
+            dashboard_enabled=env.boolean("DASHBOARD_ENABLED", cls.dashboard_enabled),
+            dashboard_auth=env.choice("DASHBOARD_AUTH", cls.dashboard_auth, ("none", "token")),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", cls.max_body_bytes, 1024, 1 << 30),
+            log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent reads from its environment."""
+
+    server_url: str
+    agent_token: str
+    host: str
+    collect_interval: timedelta = timedelta(seconds=10)
+    disk_mounts: tuple[str, ...] = ()
+    net_ifaces: tuple[str, ...] = ()
+    log_paths: tuple[str, ...] = ()
+    log_state_dir: Path = field(
+        default_factory=lambda: Path.home() / ".local" / "state" / "miniobserv")
+    agent_labels: Mapping[str, str] = field(default_factory=dict)
+    request_timeout: timedelta = timedelta(seconds=10)
+    shutdown_timeout: timedelta = timedelta(seconds=10)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
+        """Parse the agent's settings; raise ConfigError naming the first bad variable."""
+        env = _Env(os.environ if environ is None else environ)
+        second = timedelta(seconds=1)
+        server_url = env.required("SERVER_URL").rstrip("/")
+        if not server_url.startswith(("http://", "https://")):
+            raise ConfigError("SERVER_URL must start with http:// or https://")
+        state_dir = env.raw("LOG_STATE_DIR")
+        return cls(
+            server_url=server_url,
+            agent_token=env.secret("AGENT_TOKEN"),
+            host=env.raw("AGENT_HOST") or socket.gethostname(),
+            collect_interval=env.duration("COLLECT_INTERVAL", cls.collect_interval, second,
+                                          timedelta(seconds=300)),
+            disk_mounts=env.csv("DISK_MOUNTS"),
+            net_ifaces=env.csv("NET_IFACES"),
+            log_paths=env.csv("LOG_PATHS"),
+            log_state_dir=Path(state_dir).expanduser() if state_dir else
+            Path.home() / ".local" / "state" / "miniobserv",
+            agent_labels=_agent_labels(env),
+            request_timeout=env.duration("REQUEST_TIMEOUT", cls.request_timeout, second,
+                                         timedelta(seconds=120)),
+            shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", cls.shutdown_timeout, second,
+                                          timedelta(seconds=120)),
+            log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+        )
+
+
+def _agent_labels(env: _Env) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in env.csv("AGENT_LABELS"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"AGENT_LABELS item {item!r} must be key=value")
+        labels[key.strip()] = value.strip()
+    try:
+        return check_labels(labels, "AGENT_LABELS")
+    except ValidationError as err:
+        raise ConfigError(str(err)) from None

@@ -1,0 +1,511 @@
+"""The data model shared by the agent, the server and any client (SPEC §2).
+
+Records are frozen dataclasses. Validation lives here, not in the transport: the
+``parse_*`` functions take decoded JSON (``dict``/``list``/scalars), check every rule in one
+pass and return records, raising :class:`~miniobserv.errors.ValidationError` whose ``field``
+names the offending value (``metrics[3].value``). The marshmallow schemas at the end describe
+the same wire shapes and call the same checks; they serve clients and the API description,
+while the ingest path uses the single-pass parsers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import marshmallow as ma
+
+from miniobserv.errors import ValidationError
+
+UTC = timezone.utc
+
+MAX_BATCH = 1000
+MAX_HOST_LEN = 253
+MAX_NAME_LEN = 128
+MAX_LABELS = 16
+MAX_LABEL_KEY_LEN = 64
+MAX_LABEL_VALUE_LEN = 256
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_PATH_LEN = 4096
+MAX_FUTURE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One built-in metric: its name (unit as suffix), label key (if any) and help text."""
+
+    name: str
+    help: str
+    label: str | None = None
+    kind: str = "gauge"  # "gauge", or "delta" for per-interval increments of a counter
+
+
+# The one list of built-in metric names. The agent's collectors, the server's validation and
+# the Prometheus exposition all read it; add a name here before a collector emits it.
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("cpu.usage_pct", "CPU busy percent since the previous collection", "core"),
+    MetricSpec("mem.used_pct", "Memory in use, percent of total"),
+    MetricSpec("mem.used_bytes", "Memory in use, bytes"),
+    MetricSpec("mem.total_bytes", "Physical memory, bytes"),
+    MetricSpec("disk.used_pct", "Filesystem space in use, percent", "mount"),
+    MetricSpec("disk.used_bytes", "Filesystem space in use, bytes", "mount"),
+    MetricSpec("disk.total_bytes", "Filesystem size, bytes", "mount"),
+    MetricSpec("net.bytes_in", "Bytes received during the interval", "iface", "delta"),
+    MetricSpec("net.bytes_out", "Bytes sent during the interval", "iface", "delta"),
+    MetricSpec("load.avg_1m", "Load average over 1 minute"),
+    MetricSpec("load.avg_5m", "Load average over 5 minutes"),
+    MetricSpec("load.avg_15m", "Load average over 15 minutes"),
+    MetricSpec("swap.used_pct", "Swap in use, percent of total"),
+    MetricSpec("swap.used_bytes", "Swap in use, bytes"),
+    MetricSpec("swap.total_bytes", "Swap size, bytes"),
+    MetricSpec("disk.read_bytes", "Bytes read from the device during the interval", "device",
+               "delta"),
+    MetricSpec("disk.write_bytes", "Bytes written to the device during the interval", "device",
+               "delta"),
+    MetricSpec("net.errors_in", "Receive errors during the interval", "iface", "delta"),
+    MetricSpec("net.errors_out", "Transmit errors during the interval", "iface", "delta"),
+    MetricSpec("net.drops_in", "Received packets dropped during the interval", "iface", "delta"),
+    MetricSpec("net.drops_out", "Sent packets dropped during the interval", "iface", "delta"),
+    MetricSpec("system.uptime_seconds", "Seconds since the host booted"),
+    MetricSpec("system.process_count", "Number of processes"),
+)
+METRIC_NAMES: frozenset[str] = frozenset(spec.name for spec in METRIC_SPECS)
+METRIC_SPEC_BY_NAME: Mapping[str, MetricSpec] = {spec.name: spec for spec in METRIC_SPECS}
+
+LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")  # least to most severe
+LEVEL_RANK: Mapping[str, int] = {level: rank for rank, level in enumerate(LEVELS)}
+
+_CUSTOM_NAME = re.compile(r"custom(\.[a-z0-9_]+)+")
+_LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measurement of one series at one time (``time`` is timezone-aware UTC)."""
+
+    time: datetime
+    host: str
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire shape of this metric."""
+        out: dict[str, Any] = {"time": format_time(self.time), "host": self.host,
+                               "name": self.name, "value": self.value}
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        return out
+
+
+@dataclass(frozen=True)
+class MetricBatch:
+    """Up to 1000 metrics of one host, with an optional ``batch_id`` for idempotent retries."""
+
+    host: str
+    metrics: Sequence[Metric]
+    batch_id: uuid.UUID | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"host": self.host, "metrics": [m.to_json() for m in self.metrics]}
+        if self.batch_id is not None:
+            out["batch_id"] = str(self.batch_id)
+        return out
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log line; ``path`` holds the file it came from (the SDK calls it ``source``)."""
+
+    time: datetime
+    host: str
+    level: str
+    message: str
+    path: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"time": format_time(self.time), "host": self.host,
+                               "level": self.level, "message": self.message}
+        if self.path is not None:
+            out["path"] = self.path
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        return out
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Up to 1000 log entries of one host, with an optional ``batch_id``."""
+
+    host: str
+    entries: Sequence[LogEntry]
+    batch_id: uuid.UUID | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"host": self.host, "entries": [e.to_json() for e in self.entries]}
+        if self.batch_id is not None:
+            out["batch_id"] = str(self.batch_id)
+        return out
+
+
+# --- single values -------------------------------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``; microseconds only when there are some."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_time(value: Any, field_name: str = "time") -> datetime:
+    """Parse an RFC 3339 timestamp with an offset into an aware UTC datetime.
+
+    Fractional digits past microseconds are truncated. Raises ValidationError for anything
+    else, zone-less times included.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field_name, "must be an RFC 3339 string")
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise ValidationError(field_name, "must be RFC 3339 with an offset, e.g. 2026-06-05T10:00:00Z")
+    year, month, day, hour, minute, second, frac, z, sign, oh, om = m.groups()
+    micro = int((frac or "0")[:6].ljust(6, "0"))
+    try:
+        if z:
+            tz = UTC
+        else:
+            offset = timedelta(hours=int(oh), minutes=int(om))
+            if offset >= timedelta(hours=24):
+                raise ValueError("offset out of range")
+            tz = timezone(-offset if sign == "-" else offset)
+        parsed = datetime(int(year), int(month), int(day), int(hour), int(minute),
+                          int(second), micro, tzinfo=tz)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as err:
+        raise ValidationError(field_name, f"is not a valid time ({err})") from err
+
+
+def check_time(value: Any, now: datetime, field_name: str = "time") -> datetime:
+    """:func:`parse_time`, then refuse times more than 10 minutes ahead of ``now``."""
+    parsed = parse_time(value, field_name)
+    if parsed > now + MAX_FUTURE:
+        raise ValidationError(field_name, "is more than 10 minutes in the future")
+    return parsed
+
+
+def check_text(value: Any, field_name: str, max_len: int, *, strip: bool = False) -> str:
+    """A non-empty string without NUL characters, at most ``max_len`` characters."""
+    if not isinstance(value, str):
+        raise ValidationError(field_name, "must be a string")
+    if strip:
+        value = value.strip()
+    if not value:
+        raise ValidationError(field_name, "must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(field_name, f"must be at most {max_len} characters")
+    if "\x00" in value:
+        raise ValidationError(field_name, "must not contain NUL characters")
+    return value
+
+
+def check_host(value: Any, field_name: str = "host") -> str:
+    """A host name: non-empty after trimming, at most 253 characters; returned trimmed."""
+    return check_text(value, field_name, MAX_HOST_LEN, strip=True)
+
+
+def is_metric_name(name: str) -> bool:
+    """True for a built-in name or a well-formed ``custom.<part>(.<part>)*`` name."""
+    if name in METRIC_NAMES:
+        return True
+    return len(name) <= MAX_NAME_LEN and _CUSTOM_NAME.fullmatch(name) is not None
+
+
+def check_name(value: Any, field_name: str = "name") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field_name, "must be a string")
+    if not is_metric_name(value):
+        raise ValidationError(
+            field_name,
+            f"unknown metric name {value[:MAX_NAME_LEN]!r}: use a built-in name or "
+            "custom.<part>[.<part>...] with parts of [a-z0-9_], at most 128 characters")
+    return value
+
+
+def check_value(value: Any, field_name: str = "value") -> float:
+    """A finite number; booleans, strings, NaN and infinities are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field_name, "must be a number")
+    try:
+        number = float(value)
+    except OverflowError as err:
+        raise ValidationError(field_name, "is out of range") from err
+    if not math.isfinite(number):
+        raise ValidationError(field_name, "must be finite")
+    return number
+
+
+def is_label_key(key: str) -> bool:
+    return len(key) <= MAX_LABEL_KEY_LEN and _LABEL_KEY.fullmatch(key) is not None
+
+
+def check_labels(value: Any, field_name: str = "labels") -> dict[str, str]:
+    """At most 16 labels; keys ``[A-Za-z_][A-Za-z0-9_]*`` (64), values non-empty (256)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(field_name, "must be an object of string to string")
+    if len(value) > MAX_LABELS:
+        raise ValidationError(field_name, f"must have at most {MAX_LABELS} labels")
+    for key, item in value.items():
+        if not is_label_key(key):
+            raise ValidationError(
+                f"{field_name}.{key[:MAX_LABEL_KEY_LEN]}",
+                "label key must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 characters")
+        check_text(item, f"{field_name}.{key}", MAX_LABEL_VALUE_LEN)
+    return value
+
+
+def check_level(value: Any, field_name: str = "level") -> str:
+    if not isinstance(value, str) or value not in LEVEL_RANK:
+        raise ValidationError(field_name, f"must be one of {', '.join(LEVELS)}")
+    return value
+
+
+def check_batch_id(value: Any, field_name: str = "batch_id") -> uuid.UUID | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field_name, "must be a UUID string")
+    try:
+        return uuid.UUID(value)
+    except ValueError as err:
+        raise ValidationError(field_name, "must be a UUID string") from err
+
+
+def check_message(value: Any, field_name: str = "message") -> str:
+    """A non-empty message of at most 64 KiB (UTF-8) without NUL characters."""
+    text = check_text(value, field_name, MAX_MESSAGE_BYTES)
+    if len(text) * 4 > MAX_MESSAGE_BYTES and len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise ValidationError(field_name, f"must be at most {MAX_MESSAGE_BYTES} bytes")
+    return text
+
+
+# --- whole records ---------------------------------------------------------------------------
+
+_METRIC_KEYS = frozenset({"time", "host", "name", "value", "labels"})
+
+
+def parse_metric(data: Any, now: datetime, host: str | None = None) -> Metric:
+    """Validate one wire metric; ``host`` is the batch host it must equal (or inherit)."""
+    if not isinstance(data, dict):
+        raise ValidationError("", "must be an object")
+    if "host" in data or host is None:
+        metric_host = check_host(data.get("host"))
+        if host is not None and metric_host != host:
+            raise ValidationError("host", f"must equal the batch host {host!r}")
+    else:
+        metric_host = host
+    if "name" not in data:
+        raise ValidationError("name", "is required")
+    if "value" not in data:
+        raise ValidationError("value", "is required")
+    if "time" not in data:
+        raise ValidationError("time", "is required")
+    return Metric(
+        time=check_time(data["time"], now),
+        host=metric_host,
+        name=check_name(data["name"]),
+        value=check_value(data["value"]),
+        labels=check_labels(data.get("labels")),
+    )
+
+
+def _check_items(data: Any, key: str) -> list[Any]:
+    items = data.get(key)
+    if not isinstance(items, list):
+        raise ValidationError(key, "is required and must be a list")
+    if not items:
+        raise ValidationError(key, "must hold at least 1 item")
+    if len(items) > MAX_BATCH:
+        raise ValidationError(key, f"must hold at most {MAX_BATCH} items")
+    return items
+
+
+def parse_metric_batch(data: Any, now: datetime | None = None) -> MetricBatch:
+    """Validate a wire ``{host, metrics[], batch_id?}`` in one pass; raise on the first error."""
+    now = now or datetime.now(UTC)
+    if not isinstance(data, dict):
+        raise ValidationError("body", "must be a JSON object")
+    host = check_host(data.get("host"))
+    batch_id = check_batch_id(data.get("batch_id"))
+    items = _check_items(data, "metrics")
+    metrics = []
+    for index, item in enumerate(items):
+        try:
+            metrics.append(parse_metric(item, now, host))
+        except ValidationError as err:
+            raise err.prefixed(f"metrics[{index}]") from None
+    return MetricBatch(host=host, metrics=metrics, batch_id=batch_id)
+
+
+def parse_log_entry(data: Any, now: datetime, host: str | None = None) -> LogEntry:
+    """Validate one wire log entry; ``path`` and ``source`` name the same column."""
+    if not isinstance(data, dict):
+        raise ValidationError("", "must be an object")
+    if "host" in data or host is None:
+        entry_host = check_host(data.get("host"))
+        if host is not None and entry_host != host:
+            raise ValidationError("host", f"must equal the batch host {host!r}")
+    else:
+        entry_host = host
+    if "time" not in data:
+        raise ValidationError("time", "is required")
+    path = data.get("path")
+    field_name = "path"
+    if path is None:
+        path, field_name = data.get("source"), "source"
+    return LogEntry(
+        time=check_time(data["time"], now),
+        host=entry_host,
+        level=check_level(data.get("level")),
+        message=check_message(data.get("message")),
+        path=None if path is None else check_text(path, field_name, MAX_PATH_LEN),
+        labels=check_labels(data.get("labels")),
+    )
+
+
+def parse_log_batch(data: Any, now: datetime | None = None) -> LogBatch:
+    """Validate a wire ``{host, entries[], batch_id?}`` in one pass."""
+    now = now or datetime.now(UTC)
+    if not isinstance(data, dict):
+        raise ValidationError("body", "must be a JSON object")
+    host = check_host(data.get("host"))
+    batch_id = check_batch_id(data.get("batch_id"))
+    items = _check_items(data, "entries")
+    entries = []
+    for index, item in enumerate(items):
+        try:
+            entries.append(parse_log_entry(item, now, host))
+        except ValidationError as err:
+            raise err.prefixed(f"entries[{index}]") from None
+    return LogBatch(host=host, entries=entries, batch_id=batch_id)
+
+
+# --- marshmallow wire schemas ----------------------------------------------------------------
+
+
+def _validator(check: Any) -> Any:
+    """Adapt a ``check_*`` function into a marshmallow validator."""
+
+    def validate(value: Any) -> None:
+        try:
+            check(value)
+        except ValidationError as err:
+            raise ma.ValidationError(err.message) from err
+
+    return validate
+
+
+class _Time(ma.fields.Field):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        try:
+            return check_time(value, datetime.now(UTC))
+        except ValidationError as err:
+            raise ma.ValidationError(err.message) from err
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else format_time(value)
+
+
+class _Number(ma.fields.Field):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
+        try:
+            return check_value(value)
+        except ValidationError as err:
+            raise ma.ValidationError(err.message) from err
+
+
+class _Labels(ma.fields.Field):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, str]:
+        try:
+            return check_labels(value)
+        except ValidationError as err:
+            raise ma.ValidationError(err.message) from err
+
+
+class MetricSchema(ma.Schema):
+    """Wire shape of a :class:`Metric`."""
+
+    time = _Time(required=True)
+    host = ma.fields.String(required=True, validate=_validator(check_host))
+    name = ma.fields.String(required=True, validate=_validator(check_name))
+    value = _Number(required=True)
+    labels = _Labels(load_default=dict)
+
+    @ma.post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> Metric:
+        data["host"] = data["host"].strip()
+        return Metric(**data)
+
+
+class MetricBatchSchema(ma.Schema):
+    """Wire shape of a :class:`MetricBatch`."""
+
+    host = ma.fields.String(required=True, validate=_validator(check_host))
+    batch_id = ma.fields.UUID(load_default=None)
+    metrics = ma.fields.List(ma.fields.Nested(MetricSchema), required=True,
+                             validate=ma.validate.Length(min=1, max=MAX_BATCH))
+
+    @ma.post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> MetricBatch:
+        host = data["host"].strip()
+        for index, metric in enumerate(data["metrics"]):
+            if metric.host != host:
+                raise ma.ValidationError({"metrics": {index: {"host": ["must equal the batch host"]}}})
+        return MetricBatch(host=host, metrics=data["metrics"], batch_id=data["batch_id"])
+
+
+class LogEntrySchema(ma.Schema):
+    """Wire shape of a :class:`LogEntry` (``source`` is accepted for ``path``)."""
+
+    time = _Time(required=True)
+    host = ma.fields.String(required=True, validate=_validator(check_host))
+    level = ma.fields.String(required=True, validate=ma.validate.OneOf(LEVELS))
+    message = ma.fields.String(required=True, validate=_validator(check_message))
+    path = ma.fields.String(load_default=None)
+    source = ma.fields.String(load_default=None, load_only=True)
+    labels = _Labels(load_default=dict)
+
+    @ma.post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> LogEntry:
+        source = data.pop("source", None)
+        data["path"] = data["path"] if data["path"] is not None else source
+        data["host"] = data["host"].strip()
+        return LogEntry(**data)
+
+
+class LogBatchSchema(ma.Schema):
+    """Wire shape of a :class:`LogBatch`."""
+
+    host = ma.fields.String(required=True, validate=_validator(check_host))
+    batch_id = ma.fields.UUID(load_default=None)
+    entries = ma.fields.List(ma.fields.Nested(LogEntrySchema), required=True,
+                             validate=ma.validate.Length(min=1, max=MAX_BATCH))
+
+    @ma.post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> LogBatch:
+        return LogBatch(host=data["host"].strip(), entries=data["entries"],
+                        batch_id=data["batch_id"])

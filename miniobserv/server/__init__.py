@@ -1,0 +1,1 @@
+"""The MiniObserv HTTP server: Flask app factory, API blueprints and storage."""

@@ -157,9 +157,9 @@ def _listen_addr(env: _Env, name: str, default: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything the server reads from its environment."""
+    """Everything the server reads from its environment (the secret stays out of repr)."""
 
-    agent_token: str
+    agent_token: str = field(repr=False)
     database_url: str = "sqlite:///miniobserv.db"
     listen_addr: tuple[str, int] = ("127.0.0.1", 8080)
     request_timeout: timedelta = timedelta(seconds=10)
@@ -233,8 +233,8 @@ class AgentConfig:
     """Everything the agent reads from its environment."""
 
     server_url: str
-    agent_token: str
-    host: str
+    agent_token: str = field(repr=False)
+    host: str = field(default_factory=socket.gethostname)
     collect_interval: timedelta = timedelta(seconds=10)
     disk_mounts: tuple[str, ...] = ()
     net_ifaces: tuple[str, ...] = ()

@@ -1,0 +1,32 @@
+# MiniObserv server image: gunicorn serving miniobserv.server.wsgi:app.
+#   docker build -t miniobserv .
+#   docker run -e AGENT_TOKEN=... -e DATABASE_URL=postgresql://... -p 8080:8080 miniobserv
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Dependencies first so code changes reuse the cached layer.
+COPY setup.cfg pyproject.toml README.md ./
+COPY miniobserv/__init__.py miniobserv/__init__.py
+RUN pip install . && pip uninstall -y miniobserv
+COPY miniobserv ./miniobserv
+COPY alembic ./alembic
+COPY alembic.ini ./
+# Editable install: the migrations in /app/alembic are found next to the package.
+RUN pip install --no-deps -e . \
+    && useradd --system --uid 10001 --home-dir /data --create-home miniobserv
+
+USER miniobserv
+WORKDIR /data
+# Without DATABASE_URL the server keeps SQLite at /data/miniobserv.db (mount a volume there).
+ENV DATABASE_URL=sqlite:////data/miniobserv.db
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"
+# Workers import the app after the fork: no --preload (psycopg connections must not be shared).
+CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--workers", "4", "--timeout", "30", \
+     "--graceful-timeout", "10", "--access-logfile", "-", "miniobserv.server.wsgi:app"]

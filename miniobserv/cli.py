@@ -1,0 +1,215 @@
+"""The ``miniobserv`` command: serve, migrate, token, query and demo (SPEC §1).
+
+An entry point: it reads the environment, configures logging and may import both the server
+and the agent. Configuration errors print one line naming the variable and exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, NoReturn
+
+import click
+import requests
+
+from miniobserv.config import ServerConfig, parse_duration
+from miniobserv.errors import ConfigError
+from miniobserv.tokens import SCOPES, mint_token
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"miniobserv: {message}", err=True)
+    sys.exit(code)
+
+
+def _duration(value: str, option: str) -> timedelta:
+    try:
+        result = parse_duration(value)
+    except ValueError:
+        _fail(f"{option} {value!r} is not a duration (e.g. 30s, 15m, 1h, 7d)")
+    if result <= timedelta(0):
+        _fail(f"{option} must be positive")
+    return result
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _secret() -> str:
+    """The shared secret from AGENT_TOKEN, checked the same way the server checks it."""
+    try:
+        return ServerConfig.from_env({"AGENT_TOKEN": os.environ.get("AGENT_TOKEN", "")}).agent_token
+    except ConfigError as err:
+        _fail(str(err))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="miniobserv")
+def cli() -> None:
+    """MiniObserv: self-hosted metrics and logs for fleets of Linux hosts."""
+
+
+@cli.command()
+def serve() -> None:
+    """Run the server for development (LISTEN_ADDR, default 127.0.0.1:8080).
+
+    Production runs gunicorn 'miniobserv.server.wsgi:app' instead.
+    """
+    from werkzeug.serving import make_server
+
+    from miniobserv.server.app import create_app
+
+    try:
+        config = ServerConfig.from_env(os.environ)
+    except ConfigError as err:
+        _fail(str(err))
+    _configure_logging(config.log_level)
+    app = create_app(config)
+    host, port = config.listen_addr
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as err:
+        _fail(f"cannot listen on {host}:{port}: {err.strerror or err}", 1)
+    click.echo(f"MiniObserv listening on http://{host}:{port} "
+               f"(database: {_describe_database(config.database_url)})")
+    _serve_until_signal(server.serve_forever, server.shutdown)
+    click.echo("MiniObserv stopped")
+
+
+def _describe_database(url: str) -> str:
+    """The database URL without its password, for printing."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, _, location = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{location}" if user else f"{scheme}://{location}"
+
+
+def _serve_until_signal(run: Callable[[], None], stop: Callable[[], None]) -> None:
+    """Run ``run`` until SIGINT or SIGTERM, then call ``stop`` from another thread."""
+
+    def handle(signum: int, frame: Any) -> None:
+        threading.Thread(target=stop, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@cli.command()
+@click.option("--revision", default="head", show_default=True, help="Alembic revision.")
+def migrate(revision: str) -> None:
+    """Bring the database of DATABASE_URL to the newest schema (alembic upgrade)."""
+    from miniobserv.server.storage.migrate import upgrade
+
+    url = os.environ.get("DATABASE_URL", "").strip() or ServerConfig.database_url
+    _configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
+    try:
+        upgrade(url, revision)
+    except Exception as err:  # noqa: BLE001 - one clear line beats a traceback here
+        _fail(f"migration failed: {err}", 1)
+    click.echo(f"database at {_describe_database(url)} is at revision {revision}")
+
+
+@cli.command()
+@click.option("--ttl", default="24h", show_default=True, help="Lifetime, e.g. 1h, 24h, 30d.")
+@click.option("--scope", type=click.Choice(SCOPES), default=None,
+              help="Narrow the token to ingest (POST) or read (queries).")
+def token(ttl: str, scope: str | None) -> None:
+    """Print an HS256 JWT minted from AGENT_TOKEN."""
+    click.echo(mint_token(_secret(), _duration(ttl, "--ttl"), scope=scope, issuer="miniobserv"))
+
+
+@cli.command()
+@click.option("--host", "host", required=True, help="Host whose series to show.")
+@click.option("--name", required=True, help="Metric name, e.g. cpu.usage_pct.")
+@click.option("--since", default="1h", show_default=True, help="Window ending now.")
+@click.option("--bucket", default="1m", show_default=True)
+@click.option("--agg", default="avg", show_default=True)
+@click.option("--label", "labels", multiple=True, help="key:value filter, repeatable.")
+@click.option("--plot", is_flag=True, help="Draw a sparkline instead of a table.")
+@click.option("--server", default=None,
+              help=f"Server URL (default: SERVER_URL or {DEFAULT_SERVER_URL}).")
+def query(host: str, name: str, since: str, bucket: str, agg: str, labels: Sequence[str],
+          plot: bool, server: str | None) -> None:
+    """Show one series from the server as a table or a sparkline."""
+    base = (server or os.environ.get("SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
+    end = datetime.now(timezone.utc).replace(microsecond=0)
+    start = end - _duration(since, "--since")
+    params: list[tuple[str, str]] = [
+        ("host", host), ("name", name), ("from", start.isoformat()), ("to", end.isoformat()),
+        ("bucket", bucket), ("agg", agg)] + [("label", label) for label in labels]
+    bearer = mint_token(_secret(), timedelta(minutes=5), scope="read", issuer="miniobserv")
+    body = _get_json(f"{base}/api/v1/metrics/query", params, bearer)
+    points = body.get("points", [])
+    if not points:
+        click.echo(f"no points for {name} on {host} in the last {since}")
+        return
+    click.echo(render_sparkline(points) if plot else render_table(points))
+
+
+def _get_json(url: str, params: list[tuple[str, str]], bearer: str) -> dict[str, Any]:
+    try:
+        response = requests.get(url, params=params, timeout=30,
+                                headers={"Authorization": f"Bearer {bearer}"})
+    except requests.RequestException as err:
+        _fail(f"cannot reach the server at {url.split('/api/')[0]}: {type(err).__name__}", 1)
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code == 401:
+        _fail("the server refused the token (401): AGENT_TOKEN must be the server's secret", 1)
+    if response.status_code != 200:
+        _fail(f"the server answered {response.status_code}: "
+              f"{body.get('error', response.reason) if isinstance(body, dict) else ''}", 1)
+    return body if isinstance(body, dict) else {}
+
+
+def render_table(points: Sequence[dict[str, Any]]) -> str:
+    """Two aligned columns, time and value."""
+    lines = [f"{'time':<20}  value"]
+    lines += [f"{p['time']:<20}  {p['value']:.6g}" for p in points]
+    return "\n".join(lines)
+
+
+def render_sparkline(points: Sequence[dict[str, Any]]) -> str:
+    """One line of block characters scaled between the series' min and max."""
+    values = [float(p["value"]) for p in points]
+    low, high = min(values), max(values)
+    span = high - low
+    top = len(SPARK_CHARS) - 1
+    spark = "".join(SPARK_CHARS[0 if span == 0 else round((v - low) / span * top)]
+                    for v in values)
+    return (f"{spark}\nmin {low:.6g}  max {high:.6g}  last {values[-1]:.6g}  "
+            f"({points[0]['time']} .. {points[-1]['time']})")
+
+
+@cli.command()
+def demo() -> None:
+    """Run the server on SQLite and an agent for this host in one process."""
+    from miniobserv.demo import main as demo_main
+
+    sys.exit(demo_main())
+
+
+def main() -> None:
+    cli(prog_name="miniobserv")
+
+
+if __name__ == "__main__":
+    main()

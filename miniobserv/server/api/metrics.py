@@ -1,0 +1,150 @@
+"""Metric ingestion and queries: ``/api/v1/metrics`` (SPEC §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Protocol
+
+from flask import Blueprint, Response, jsonify, request
+
+from miniobserv.errors import ValidationError
+from miniobserv.model import (
+    MAX_LABEL_VALUE_LEN,
+    MAX_LABELS,
+    check_host,
+    check_name,
+    format_time,
+    is_label_key,
+    parse_metric_batch,
+    parse_time,
+)
+from miniobserv.server.api.auth import INGEST, READ, require
+from miniobserv.server.api.body import read_json_body
+from miniobserv.server.api.context import current_config, current_repos
+from miniobserv.server.storage.base import AGGREGATES, BUCKETS, MetricQuery, Point, Series
+
+bp = Blueprint("metrics", __name__, url_prefix="/api/v1/metrics")
+
+MAX_RANGE = timedelta(days=30)
+DEFAULT_BUCKET = "1m"
+DEFAULT_AGG = "avg"
+
+
+class QueryArgs(Protocol):
+    """What the parser needs of ``request.args`` (a werkzeug MultiDict)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def getlist(self, key: str) -> list[str]: ...
+
+
+@bp.post("")
+@require(INGEST)
+def ingest() -> tuple[Response, int]:
+    """Validate a whole batch, store it in one transaction, answer 202 with its size."""
+    data = read_json_body(current_config().max_body_bytes)
+    batch = parse_metric_batch(data)
+    count = current_repos().metrics.insert_batch(batch)
+    return jsonify(ingested=count), 202
+
+
+@bp.get("/query")
+@require(READ)
+def query() -> Response:
+    """Bucketed points of one series, or one series per value of ``group_by``."""
+    metric_query = parse_metric_query(request.args)
+    series = current_repos().metrics.query(metric_query)
+    return jsonify(query_answer(metric_query, series))
+
+
+@bp.get("/hosts")
+@require(READ)
+def hosts() -> Response:
+    """Every host that ever sent an accepted batch, sorted."""
+    return jsonify(hosts=sorted(current_repos().metrics.hosts()))
+
+
+def query_answer(query: MetricQuery, series: Sequence[Series]) -> dict[str, Any]:
+    """The wire shape of a query result."""
+    answer: dict[str, Any] = {"host": query.host, "name": query.name, "bucket": query.bucket,
+                              "agg": query.agg}
+    if query.group_by is None:
+        answer["points"] = _points(series[0].points) if series else []
+    else:
+        answer["series"] = [{"labels": dict(s.labels), "points": _points(s.points)}
+                            for s in series]
+    return answer
+
+
+def _points(points: Sequence[Point]) -> list[dict[str, Any]]:
+    return [{"time": format_time(p.time), "value": p.value} for p in points]
+
+
+# --- query parameters ----------------------------------------------------------------------
+
+
+def parse_metric_query(args: QueryArgs) -> MetricQuery:
+    """Validate the query-string parameters; raise ValidationError naming the parameter."""
+    host = check_host(_required(args, "host"))
+    name = check_name(_required(args, "name"))
+    start = _query_time(_required(args, "from"), "from")
+    end = _query_time(_required(args, "to"), "to")
+    if start >= end:
+        raise ValidationError("from", "must be before to")
+    if end - start > MAX_RANGE:
+        raise ValidationError("to", f"the range from..to must be at most {MAX_RANGE.days} days")
+    return MetricQuery(host=host, name=name, start=start, end=end,
+                       bucket=_choice(args, "bucket", DEFAULT_BUCKET, tuple(BUCKETS)),
+                       agg=_choice(args, "agg", DEFAULT_AGG, AGGREGATES),
+                       labels=parse_label_filters(args.getlist("label")),
+                       group_by=_group_by(args.get("group_by")))
+
+
+def _required(args: QueryArgs, key: str) -> str:
+    value = args.get(key)
+    if value is None:
+        raise ValidationError(key, "is required")
+    return str(value)
+
+
+def _query_time(text: str, key: str) -> Any:
+    # An unescaped "+" in a query string arrives as a space: "10:00:00 02:00" meant "+02:00".
+    if len(text) > 6 and text[-6] == " " and text[-3] == ":":
+        text = f"{text[:-6]}+{text[-5:]}"
+    return parse_time(text, key)
+
+
+def _choice(args: QueryArgs, key: str, default: str, allowed: Sequence[str]) -> str:
+    value = args.get(key, default)
+    if value not in allowed:
+        raise ValidationError(key, f"must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _group_by(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not is_label_key(value):
+        raise ValidationError("group_by", "must be a label key ([A-Za-z_][A-Za-z0-9_]*, "
+                                          "at most 64 characters)")
+    return value
+
+
+def parse_label_filters(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``key:value`` filters, split at the first colon; duplicates collapse."""
+    if len(values) > MAX_LABELS:
+        raise ValidationError("label", f"at most {MAX_LABELS} label filters")
+    filters: dict[tuple[str, str], None] = {}
+    for text in values:
+        key, sep, value = text.partition(":")
+        if not sep:
+            raise ValidationError("label", f"{text[:80]!r} must be key:value")
+        if not is_label_key(key):
+            raise ValidationError("label", f"{key[:80]!r} is not a label key "
+                                           "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)")
+        if not value or len(value) > MAX_LABEL_VALUE_LEN or "\x00" in value:
+            raise ValidationError("label", f"the value of {key!r} must be 1 to "
+                                           f"{MAX_LABEL_VALUE_LEN} characters")
+        filters[(key, value)] = None
+    return tuple(filters)

@@ -1,0 +1,230 @@
+"""The OpenAPI 3.0 description of the HTTP API, served at ``/api/v1/openapi.json`` (public).
+
+Hand-written from small dicts so that each resource adds its own paths and schemas: a new
+endpoint is one ``OPERATIONS`` entry (or an :func:`add_operation` call) plus its schemas.
+Enumerations come from the model and storage allowlists, so the document cannot drift
+from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from miniobserv import __version__
+from miniobserv.model import (
+    MAX_BATCH,
+    MAX_HOST_LEN,
+    MAX_LABEL_KEY_LEN,
+    MAX_LABEL_VALUE_LEN,
+    MAX_LABELS,
+    MAX_NAME_LEN,
+    METRIC_SPECS,
+)
+from miniobserv.server.storage.base import AGGREGATES, BUCKETS
+
+bp = Blueprint("openapi", __name__)
+
+Json = dict[str, Any]
+
+
+def ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: Json) -> Json:
+    return {"application/json": {"schema": schema}}
+
+
+def response(description: str, schema_name: str = "Error") -> Json:
+    return {"description": description, "content": json_content(ref(schema_name))}
+
+
+def query_param(name: str, description: str, schema: Json, required: bool = False,
+                **extra: Any) -> Json:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema, **extra}
+
+
+ERRORS: dict[str, Json] = {
+    "400": response("Invalid input; the message names the field, e.g. "
+                    "`metrics[3].value: must be finite`"),
+    "401": response("Missing, malformed, expired or wrongly signed token"),
+    "403": response("Valid token outside its scope"),
+    "413": response("Body larger than MAX_BODY_BYTES, before or after gunzip"),
+    "415": response("Content-Encoding other than gzip"),
+    "503": response("The database is unavailable"),
+}
+
+
+def errors(*codes: str) -> Json:
+    return {code: ERRORS[code] for code in codes}
+
+
+# --- schemas -------------------------------------------------------------------------------
+
+TIME: Json = {"type": "string", "format": "date-time",
+              "description": "RFC 3339 with an offset (Z or ±hh:mm)",
+              "example": "2026-06-05T10:00:00Z"}
+HOST: Json = {"type": "string", "minLength": 1, "maxLength": MAX_HOST_LEN, "example": "web-01"}
+LABELS: Json = {
+    "type": "object", "maxProperties": MAX_LABELS,
+    "description": f"Label keys match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_LABEL_KEY_LEN} "
+                   f"characters); values are 1 to {MAX_LABEL_VALUE_LEN} characters",
+    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_VALUE_LEN},
+    "example": {"core": "total"},
+}
+METRIC_NAME: Json = {
+    "description": "A built-in name, or custom.<part>(.<part>)* with parts of [a-z0-9_]",
+    "anyOf": [
+        {"type": "string", "enum": [spec.name for spec in METRIC_SPECS]},
+        {"type": "string", "pattern": r"^custom(\.[a-z0-9_]+)+$", "maxLength": MAX_NAME_LEN},
+    ],
+}
+
+SCHEMAS: dict[str, Json] = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string", "example": "metrics[3].value: "
+                                                                    "must be finite"}}},
+    "Status": {"type": "object", "required": ["status"],
+               "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+    "Unready": {"type": "object", "required": ["status", "error"],
+                "properties": {"status": {"type": "string", "enum": ["unavailable"]},
+                               "error": {"type": "string"}}},
+    "Metric": {
+        "type": "object", "required": ["time", "name", "value"],
+        "properties": {
+            "time": {**TIME, "description": "RFC 3339 with an offset; at most 10 minutes "
+                                            "in the future"},
+            "host": {**HOST, "description": "Equal to the batch host (inherited when absent)"},
+            "name": METRIC_NAME,
+            "value": {"type": "number", "description": "Finite; not a boolean or a string"},
+            "labels": LABELS,
+        },
+    },
+    "MetricBatch": {
+        "type": "object", "required": ["host", "metrics"],
+        "properties": {
+            "host": HOST,
+            "batch_id": {"type": "string", "format": "uuid",
+                         "description": "A batch whose id was stored before is acknowledged "
+                                        "again without being stored twice"},
+            "metrics": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                        "items": ref("Metric")},
+        },
+    },
+    "Ingested": {"type": "object", "required": ["ingested"],
+                 "properties": {"ingested": {"type": "integer", "minimum": 1}}},
+    "Point": {"type": "object", "required": ["time", "value"],
+              "properties": {"time": {**TIME, "description": "Bucket start, UTC"},
+                             "value": {"type": "number"}}},
+    "Series": {"type": "object", "required": ["labels", "points"],
+               "properties": {"labels": {"type": "object",
+                                         "additionalProperties": {"type": "string"}},
+                              "points": {"type": "array", "items": ref("Point")}}},
+    "MetricQueryResult": {
+        "type": "object", "required": ["host", "name", "bucket", "agg"],
+        "description": "`points` without group_by; `series` with it",
+        "properties": {
+            "host": {"type": "string"}, "name": {"type": "string"},
+            "bucket": {"type": "string", "enum": list(BUCKETS)},
+            "agg": {"type": "string", "enum": list(AGGREGATES)},
+            "points": {"type": "array", "items": ref("Point")},
+            "series": {"type": "array", "items": ref("Series")},
+        },
+    },
+    "MetricHosts": {"type": "object", "required": ["hosts"],
+                    "properties": {"hosts": {"type": "array", "items": {"type": "string"}}}},
+}
+
+# --- operations ----------------------------------------------------------------------------
+
+BEARER: list[Json] = [{"bearerAuth": []}]  # OpenAPI 3.0: http schemes list no scopes
+GZIP_HEADER: Json = {"name": "Content-Encoding", "in": "header", "required": False,
+                     "schema": {"type": "string", "enum": ["gzip", "identity"]}}
+
+METRIC_QUERY_PARAMS: list[Json] = [
+    query_param("host", "Host name", {"type": "string"}, required=True),
+    query_param("name", "Metric name", METRIC_NAME, required=True),
+    query_param("from", "Window start (inclusive), RFC 3339", TIME, required=True),
+    query_param("to", "Window end (inclusive), RFC 3339; after from, at most 30 days later",
+                TIME, required=True),
+    query_param("bucket", "Bucket width; buckets are aligned to the UTC epoch and labelled "
+                          "by their start", {"type": "string", "enum": list(BUCKETS),
+                                             "default": "1m"}),
+    query_param("agg", "Aggregate per bucket; percentiles interpolate linearly",
+                {"type": "string", "enum": list(AGGREGATES), "default": "avg"}),
+    query_param("label", "key:value filter (split at the first colon); repeatable, all must "
+                         "match", {"type": "array", "items": {"type": "string"}},
+                style="form", explode=True),
+    query_param("group_by", "Label key: answer one series per value",
+                {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+]
+
+OPERATIONS: dict[str, dict[str, Json]] = {
+    "/healthz": {"get": {
+        "summary": "Liveness", "tags": ["health"], "security": [],
+        "responses": {"200": response("The process runs", "Status")}}},
+    "/readyz": {"get": {
+        "summary": "Readiness: the database answers", "tags": ["health"], "security": [],
+        "responses": {"200": response("Ready", "Status"),
+                      "503": response("The database is unavailable", "Unready")}}},
+    "/api/v1/metrics": {"post": {
+        "summary": "Ingest a metric batch (stored whole or not at all)", "tags": ["metrics"],
+        "security": BEARER, "x-token-scope": "ingest", "parameters": [GZIP_HEADER],
+        "requestBody": {"required": True, "content": json_content(ref("MetricBatch"))},
+        "responses": {"202": response("Stored (or a known batch_id acknowledged)", "Ingested"),
+                      **errors("400", "401", "403", "413", "415", "503")}}},
+    "/api/v1/metrics/query": {"get": {
+        "summary": "Bucketed aggregates of one series", "tags": ["metrics"],
+        "security": BEARER, "x-token-scope": "read", "parameters": METRIC_QUERY_PARAMS,
+        "responses": {"200": response("Points in ascending time; empty buckets omitted",
+                                      "MetricQueryResult"),
+                      **errors("400", "401", "403", "503")}}},
+    "/api/v1/metrics/hosts": {"get": {
+        "summary": "Hosts that sent metrics, sorted", "tags": ["metrics"],
+        "security": BEARER, "x-token-scope": "read",
+        "responses": {"200": response("Host names", "MetricHosts"),
+                      **errors("401", "403", "503")}}},
+    "/api/v1/openapi.json": {"get": {
+        "summary": "This document", "tags": ["meta"], "security": [],
+        "responses": {"200": {"description": "OpenAPI 3.0 document",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+}
+
+def add_operation(path: str, method: str, operation: Json) -> None:
+    """Describe one more endpoint (used by resources registered after this module)."""
+    OPERATIONS.setdefault(path, {})[method.lower()] = operation
+
+
+def add_schema(name: str, schema: Json) -> None:
+    """Describe one more component schema."""
+    SCHEMAS[name] = schema
+
+
+def build_document() -> Json:
+    """The whole OpenAPI document, as a fresh dict."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "MiniObserv API", "version": __version__,
+                 "description": "Metrics and logs of a fleet of hosts. Errors are "
+                                "`{\"error\": \"<message naming the field>\"}`; request "
+                                "bodies may be gzip-compressed."},
+        "paths": copy.deepcopy(OPERATIONS),
+        "components": {
+            "schemas": copy.deepcopy(SCHEMAS),
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "HS256 JWT signed with AGENT_TOKEN; iss miniobserv-agent or "
+                               "miniobserv; exp required; optional scope ingest or read"}},
+        },
+        "security": [{"bearerAuth": []}],
+    }
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    """Serve the document (public)."""
+    return jsonify(build_document())

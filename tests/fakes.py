@@ -1,0 +1,181 @@
+"""In-memory fakes of the storage protocols (``miniobserv.server.storage.base``).
+
+``FakeMetricsRepository`` is a complete, correct implementation: the repository contract
+suite runs over it as over SQLite and PostgreSQL, so handler tests built on it exercise the
+same semantics as production.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from miniobserv.model import Metric, MetricBatch
+from miniobserv.server.storage.base import (
+    PERCENTILES,
+    MetricQuery,
+    Point,
+    Series,
+    StorageError,
+    StorageUnavailable,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class _Row:
+    metric: Metric
+    seq: int  # insertion order, to break ties between equal times for "last"
+
+
+class FakeMetricsRepository:
+    """Metrics kept in a list; every method raises StorageUnavailable while ``down``."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Row] = []
+        self.batch_ids: set[uuid.UUID] = set()
+        self.host_names: set[str] = set()
+        self.down = False
+        self.fail_after: int | None = None  # raise StorageError after staging this many rows
+        self.insert_calls = 0
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise StorageUnavailable("fake store is down")
+
+    def insert_batch(self, batch: MetricBatch) -> int:
+        """All or nothing; a known ``batch_id`` is acknowledged without storing twice."""
+        self._check_up()
+        self.insert_calls += 1
+        if batch.batch_id is not None and batch.batch_id in self.batch_ids:
+            return len(batch.metrics)
+        staged = [_Row(_checked(metric), len(self.rows) + i)
+                  for i, metric in enumerate(self._stage(batch.metrics))]
+        self.rows.extend(staged)
+        self.host_names.add(batch.host)
+        if batch.batch_id is not None:
+            self.batch_ids.add(batch.batch_id)
+        return len(batch.metrics)
+
+    def _stage(self, metrics: Sequence[Metric]) -> Iterable[Metric]:
+        for index, metric in enumerate(metrics):
+            if self.fail_after is not None and index >= self.fail_after:
+                raise StorageError(f"fake failure after {self.fail_after} rows")
+            yield metric
+
+    def query(self, query: MetricQuery) -> list[Series]:
+        """Epoch-aligned buckets, empty ones omitted, ascending; one series per group."""
+        self._check_up()
+        groups: dict[str, list[_Row]] = defaultdict(list)
+        for row in self.rows:
+            if _matches(row.metric, query):
+                key = "" if query.group_by is None else row.metric.labels[query.group_by]
+                groups[key].append(row)
+        if query.group_by is None:
+            return [Series(labels={}, points=_bucketed(groups.get("", []), query))]
+        return [Series(labels={query.group_by: value}, points=_bucketed(groups[value], query))
+                for value in sorted(groups)]
+
+    def hosts(self) -> list[str]:
+        self._check_up()
+        return sorted(self.host_names)
+
+    def stored(self) -> list[Metric]:
+        """Everything stored, in insertion order (for assertions)."""
+        return [row.metric for row in self.rows]
+
+
+def _checked(metric: Metric) -> Metric:
+    """Refuse what a real table would refuse (naive time, non-finite value, NUL text)."""
+    texts = [metric.host, metric.name, *metric.labels, *metric.labels.values()]
+    if metric.time.tzinfo is None or not math.isfinite(metric.value) or \
+            any("\x00" in text for text in texts):
+        raise StorageError("row refused by the fake store")
+    return Metric(time=metric.time, host=metric.host, name=metric.name,
+                  value=float(metric.value), labels=dict(metric.labels))
+
+
+def _matches(metric: Metric, query: MetricQuery) -> bool:
+    if metric.host != query.host or metric.name != query.name:
+        return False
+    if not query.start <= metric.time <= query.end:
+        return False
+    if any(metric.labels.get(key) != value for key, value in query.labels):
+        return False
+    return query.group_by is None or query.group_by in metric.labels
+
+
+def bucket_start(time: datetime, width_s: int) -> datetime:
+    """``floor(epoch_seconds / width) * width`` as an aware UTC datetime (exact, no floats)."""
+    micros = (time - EPOCH) // MICROSECOND
+    return EPOCH + timedelta(seconds=micros // (width_s * 1_000_000) * width_s)
+
+
+def _bucketed(rows: list[_Row], query: MetricQuery) -> list[Point]:
+    buckets: dict[datetime, list[_Row]] = defaultdict(list)
+    for row in rows:
+        buckets[bucket_start(row.metric.time, query.bucket_seconds)].append(row)
+    return [Point(time=start, value=aggregate(query.agg, buckets[start]))
+            for start in sorted(buckets)]
+
+
+def aggregate(agg: str, rows: list[_Row]) -> float:
+    """One bucket's value; ``last`` is the newest point (latest insert among equal times)."""
+    values = [row.metric.value for row in rows]
+    if agg == "avg":
+        return math.fsum(values) / len(values)
+    if agg == "min":
+        return min(values)
+    if agg == "max":
+        return max(values)
+    if agg == "sum":
+        return math.fsum(values)
+    if agg == "count":
+        return float(len(values))
+    if agg == "last":
+        return max(rows, key=lambda row: (row.metric.time, row.seq)).metric.value
+    if agg in PERCENTILES:
+        return percentile_cont(values, PERCENTILES[agg])
+    raise ValueError(f"unknown aggregate {agg!r}")
+
+
+def percentile_cont(values: Sequence[float], fraction: float) -> float:
+    """PostgreSQL's ``percentile_cont``: linear interpolation between the closest ranks."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    lower = math.floor(position)
+    upper = math.ceil(position)
+    if lower == upper:
+        return ordered[lower]
+    return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
+
+
+class FakeRepositories:
+    """The ``Repositories`` of a test: an in-memory metrics store and a ``down`` switch."""
+
+    def __init__(self) -> None:
+        self.metrics = FakeMetricsRepository()
+        self.closed = False
+        self.pings = 0
+
+    @property
+    def down(self) -> bool:
+        return self.metrics.down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self.metrics.down = value
+
+    def ping(self) -> None:
+        self.pings += 1
+        if self.down:
+            raise StorageUnavailable("fake store is down")
+
+    def close(self) -> None:
+        self.closed = True

@@ -218,7 +218,18 @@ def check_text(value: Any, field_name: str, max_len: int, *, strip: bool = False
         raise ValidationError(field_name, f"must be at most {max_len} characters")
     if "\x00" in value:
         raise ValidationError(field_name, "must not contain NUL characters")
+    if not value.isascii() and not _is_encodable(value):
+        raise ValidationError(field_name, "must be valid Unicode (no lone surrogates)")
     return value
+
+
+def _is_encodable(value: str) -> bool:
+    # JSON may escape lone surrogates ("\ud800") that no store can encode as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_host(value: Any, field_name: str = "host") -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import marshmallow as ma
+from marshmallow.exceptions import SCHEMA
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -67,7 +68,7 @@ def first_marshmallow_message(messages: Any, path: str = "") -> tuple[str, str]:
         key, value = next(iter(messages.items()))
         if isinstance(key, int):
             return first_marshmallow_message(value, f"{path}[{key}]")
-        if key == ma.SCHEMA:
+        if key == SCHEMA:
             return first_marshmallow_message(value, path)
         return first_marshmallow_message(value, f"{path}.{key}" if path else str(key))
     if isinstance(messages, list) and messages:

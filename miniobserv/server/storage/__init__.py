@@ -1,0 +1,52 @@
+"""Storage: repositories behind the protocols of :mod:`.base`, chosen by ``DATABASE_URL``.
+
+``open_repositories`` must run after gunicorn's fork (the app factory calls it in each
+worker): PostgreSQL's connection pool is opened there, and closed by ``close()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from miniobserv.config import ServerConfig
+
+if TYPE_CHECKING:
+    from miniobserv.server.storage.postgres import PostgresRepositories
+    from miniobserv.server.storage.sqlite import SQLiteRepositories
+
+__all__ = ["is_postgres_url", "open_repositories", "sync_retention"]
+
+
+def is_postgres_url(database_url: str) -> bool:
+    return database_url.startswith(("postgresql://", "postgres://"))
+
+
+def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepositories:
+    """Open the store of ``config.database_url`` (``postgresql://``, ``sqlite:///path``).
+
+    Does not wait for the database: a PostgreSQL server that is down makes queries raise
+    StorageUnavailable (and ``/readyz`` answer 503) until it is back. Raises ValueError for
+    any other kind of URL.
+    """
+    url = config.database_url
+    if is_postgres_url(url):
+        from miniobserv.server.storage.postgres import PostgresRepositories
+
+        return PostgresRepositories(url, min_size=config.db_pool_min,
+                                    max_size=config.db_pool_max).open()
+    if url.startswith("sqlite:///"):
+        from miniobserv.server.storage.sqlite import SQLiteRepositories
+
+        return SQLiteRepositories(url)
+    raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite:///")
+
+
+def sync_retention(repos: object, config: ServerConfig) -> bool:
+    """Make TimescaleDB's retention policy match ``METRICS_RETENTION``; call once at start.
+
+    True when a TimescaleDB policy now enforces it; False on plain PostgreSQL, SQLite or
+    fakes, where the maintenance job enforces retention. Raises StorageUnavailable when the
+    database cannot be reached.
+    """
+    sync = getattr(repos, "sync_retention", None)
+    return bool(sync(config.metrics_retention)) if sync is not None else False

@@ -1,0 +1,78 @@
+"""Run the Alembic migrations from code (``miniobserv migrate``, the server's auto-migrate).
+
+The migrations live in the repository's top-level ``alembic/`` directory next to
+``alembic.ini``; ``alembic upgrade head`` from a shell reaches the same code. Several
+processes may call :func:`upgrade` at once (gunicorn workers): ``alembic/env.py`` serialises
+them with a PostgreSQL advisory lock, or ``BEGIN IMMEDIATE`` on SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import alembic.command
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.pool import NullPool
+
+import miniobserv
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite:///miniobserv.db"
+# pg_advisory_lock key shared by every process migrating one database ("miniobs" in ASCII).
+MIGRATION_LOCK_KEY = 0x6D696E696F6273
+# How long one DDL statement may wait for a table lock held by a running query.
+LOCK_TIMEOUT = "30s"
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+ROOT = Path(miniobserv.__file__).resolve().parent.parent
+SCRIPT_LOCATION = ROOT / "alembic"
+INI_PATH = ROOT / "alembic.ini"
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Translate a ``DATABASE_URL`` into SQLAlchemy's spelling (psycopg 3 for PostgreSQL)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix):]
+    return database_url
+
+
+def alembic_config(database_url: str, *, timescaledb: bool = True) -> Config:
+    """An Alembic Config for ``database_url`` pointing at the repository's migrations.
+
+    ``timescaledb=False`` makes the migrations leave TimescaleDB alone even where the
+    extension is available (plain-PostgreSQL behaviour; the tests use it).
+    """
+    if not SCRIPT_LOCATION.is_dir():
+        raise FileNotFoundError(f"Alembic migrations not found at {SCRIPT_LOCATION}")
+    cfg = Config(str(INI_PATH) if INI_PATH.is_file() else None)
+    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["timescaledb"] = timescaledb
+    return cfg
+
+
+def upgrade(database_url: str, revision: str = "head", *, timescaledb: bool = True) -> None:
+    """Migrate the database up to ``revision``; safe to call from several processes at once."""
+    log.info("migrating the database up to %s", revision)
+    alembic.command.upgrade(alembic_config(database_url, timescaledb=timescaledb), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Migrate the database down to ``revision`` (``"base"`` removes every table)."""
+    log.info("migrating the database down to %s", revision)
+    alembic.command.downgrade(alembic_config(database_url), revision)
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at, or None when it was never migrated."""
+    engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()

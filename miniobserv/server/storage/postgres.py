@@ -1,0 +1,239 @@
+"""PostgreSQL repositories: psycopg 3 with a psycopg_pool connection pool (SPEC §7).
+
+Open the pool after gunicorn's fork (``open_repositories`` runs in each worker) and close it
+at exit. Writes are ``COPY ... FROM STDIN`` inside one transaction per batch; queries bucket
+with ``date_bin`` aligned to the UTC epoch. Only the allowlisted aggregate fragments below are
+ever formatted into SQL text, through :mod:`psycopg.sql`; every other value is a bound
+parameter. Connection failures become :class:`StorageUnavailable` (the API answers 503).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from miniobserv.model import MetricBatch
+from miniobserv.server.storage.base import (
+    AGGREGATES,
+    BUCKETS,
+    PERCENTILES,
+    MetricQuery,
+    Point,
+    Series,
+    StorageError,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Labels are stored compact; points without labels skip the encoder entirely.
+_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
+
+CONNECT_TIMEOUT_S = 3  # per connection attempt: a dead database answers quickly
+POOL_TIMEOUT_S = 5.0  # how long a request waits for a pooled connection before 503
+RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
+RETENTION_START = "1 hour 17 minutes"  # keep clear of the compression policy's first run
+
+# The allowlist of aggregate SQL, keyed by base.AGGREGATES. ``last`` breaks ties between
+# points of the same newest time by taking the greatest value, identically on every store.
+AGGREGATE_SQL: Mapping[str, sql.Composable] = {
+    "avg": sql.SQL("avg(value)"),
+    "min": sql.SQL("min(value)"),
+    "max": sql.SQL("max(value)"),
+    "sum": sql.SQL("sum(value)"),
+    "count": sql.SQL("count(*)"),
+    "last": sql.SQL("(array_agg(value ORDER BY time DESC, value DESC))[1]"),
+    **{name: sql.SQL("percentile_cont({}) WITHIN GROUP (ORDER BY value)").format(
+        sql.Literal(fraction)) for name, fraction in PERCENTILES.items()},
+}
+assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs its SQL"
+
+_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
+    VALUES (%s, 'metrics', %s) ON CONFLICT (batch_id) DO NOTHING"""
+_COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
+_TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
+    ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
+_QUERY = """SELECT {series} AS series,
+        date_bin(make_interval(secs => %(width)s), time, TIMESTAMPTZ 'epoch') AS bucket,
+        {aggregate} AS value
+    FROM metrics
+    WHERE host = %(host)s AND name = %(name)s AND time >= %(start)s AND time <= %(end)s{filters}
+    GROUP BY series, bucket
+    ORDER BY series, bucket"""
+
+
+def pool_kwargs(database_url: str) -> dict[str, Any]:
+    """Connection options the URL does not set itself: a short connect timeout, a name."""
+    given = conninfo_to_dict(database_url)
+    defaults = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "miniobserv"}
+    return {key: value for key, value in defaults.items() if key not in given}
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn psycopg errors into StorageUnavailable (cannot connect) or StorageError."""
+    try:
+        yield
+    except psycopg.OperationalError as err:  # includes psycopg_pool.PoolTimeout
+        raise StorageUnavailable(f"database unavailable: {_first_line(err)}") from err
+    except psycopg.Error as err:
+        raise StorageError(f"database error: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class PostgresMetrics:
+    """Metrics in the ``metrics`` table (a hypertable when TimescaleDB is present)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def insert_batch(self, batch: MetricBatch) -> int:
+        """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
+        count = len(batch.metrics)
+        now = datetime.now(UTC)
+        with translate_errors(), self._pool.connection() as conn, conn.transaction():
+            if batch.batch_id is not None and \
+                    conn.execute(_CLAIM_BATCH, (batch.batch_id, now)).rowcount == 0:
+                return count  # stored before: nothing more to do
+            with conn.cursor().copy(_COPY_METRICS) as copy:
+                for m in batch.metrics:
+                    copy.write_row((m.time, m.host, m.name, m.value,
+                                    _encode_labels(m.labels) if m.labels else "{}"))
+            conn.execute(_TOUCH_HOST, (batch.host, now))
+        return count
+
+    def query(self, query: MetricQuery) -> list[Series]:
+        """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
+        statement, params = build_query(query)
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute(statement, params).fetchall()
+        return to_series(rows, query.group_by)
+
+    def hosts(self) -> list[str]:
+        """Every host that sent an accepted batch, in code-point order (as on SQLite)."""
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT host FROM hosts").fetchall()
+        return sorted(row[0] for row in rows)
+
+
+def build_query(query: MetricQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    """The SQL and parameters of ``query``; only allowlisted fragments are formatted in."""
+    if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
+        raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
+    params: dict[str, Any] = {"width": BUCKETS[query.bucket], "host": query.host,
+                              "name": query.name, "start": query.start, "end": query.end}
+    filters: list[sql.Composable] = []
+    for index, (key, value) in enumerate(query.labels):
+        # One containment test per pair: in a single jsonb object a repeated key would
+        # collapse, and ``label=k:a&label=k:b`` must match nothing.
+        params[f"label{index}"] = json.dumps({key: value})
+        filters.append(sql.SQL(" AND labels @> {}::jsonb").format(sql.Placeholder(f"label{index}")))
+    series: sql.Composable = sql.SQL("''")
+    if query.group_by is not None:
+        params["group"] = query.group_by
+        series = sql.SQL("labels ->> %(group)s")
+        filters.append(sql.SQL(" AND labels ? %(group)s"))
+    statement = sql.SQL(_QUERY).format(series=series, aggregate=AGGREGATE_SQL[query.agg],
+                                       filters=sql.Composed(filters))
+    return statement, params
+
+
+def to_series(rows: Sequence[tuple[Any, ...]], group_by: str | None) -> list[Series]:
+    """Shape ``(series, bucket, value)`` rows, sorted by series then bucket, into Series."""
+    grouped: dict[str, list[Point]] = {}
+    for key, bucket, value in rows:
+        grouped.setdefault(key, []).append(Point(bucket.astimezone(UTC), float(value)))
+    if group_by is None:
+        return [Series(labels={}, points=grouped.get("", []))]
+    # Sorted here, not by the database's collation, so every store orders alike.
+    return [Series(labels={group_by: key}, points=grouped[key]) for key in sorted(grouped)]
+
+
+class PostgresRepositories:
+    """Every PostgreSQL repository of one process, sharing one connection pool."""
+
+    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.pool = ConnectionPool(
+            database_url, min_size=min_size, max_size=max_size, open=False,
+            timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection,
+            kwargs=pool_kwargs(database_url), name="miniobserv")
+        self.metrics = PostgresMetrics(self.pool)
+
+    def open(self) -> PostgresRepositories:
+        """Open the pool without waiting: the server starts even while the database is down."""
+        self.pool.open(wait=False)
+        return self
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers ``SELECT 1`` now."""
+        with translate_errors(), self.pool.connection() as conn:
+            conn.execute("SELECT 1")
+
+    def has_timescaledb(self) -> bool:
+        """True when this database has the timescaledb extension installed."""
+        with translate_errors(), self.pool.connection() as conn:
+            return has_timescaledb(conn)
+
+    def sync_retention(self, retention: timedelta) -> bool:
+        """Make TimescaleDB's retention policy on ``metrics`` drop chunks past ``retention``.
+
+        Returns False (and changes nothing) without TimescaleDB: the maintenance job then
+        enforces retention. Safe to call from several workers at once.
+        """
+        with translate_errors(), self.pool.connection() as conn:
+            return sync_retention(conn, retention)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
+    """True when the timescaledb extension is installed in the connected database."""
+    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return row is not None
+
+
+def is_hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
+    """True when ``table`` in the current schema is a TimescaleDB hypertable."""
+    if not has_timescaledb(conn):
+        return False
+    row = conn.execute(
+        "SELECT 1 FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = %s AND hypertable_schema = current_schema()",
+        (table,)).fetchone()
+    return row is not None
+
+
+def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
+                   table: str = "metrics") -> bool:
+    """Replace ``table``'s retention policy unless it already drops after ``retention``."""
+    if not is_hypertable(conn, table):
+        return False
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
+        row = conn.execute(
+            "SELECT (config ->> 'drop_after')::interval = %s::interval"
+            " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+            " AND hypertable_name = %s AND hypertable_schema = current_schema()",
+            (retention, table)).fetchone()
+        if row is not None and row[0]:
+            return True
+        log.info("timescaledb: %s retention set to %s", table, retention)
+        conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,))
+        conn.execute(
+            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval,"
+            f" initial_start => now() + INTERVAL '{RETENTION_START}')", (table, retention))
+    return True

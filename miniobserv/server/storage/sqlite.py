@@ -1,0 +1,272 @@
+"""SQLite repositories: stdlib ``sqlite3`` in WAL mode (SPEC §7).
+
+Times are INTEGER microseconds since the UTC epoch, so bucketing is exact integer arithmetic
+and answers match PostgreSQL's ``date_bin``. Each batch is one ``BEGIN IMMEDIATE``
+transaction. ``sum/avg/min/max/count`` and ``last`` run in SQL; percentiles are computed in
+Python exactly as PostgreSQL's ``percentile_cont`` does. Connections come from a small
+per-process pool (one thread uses a connection at a time), so request threads that come and
+go do not leak connections.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from miniobserv.model import MetricBatch, is_label_key
+from miniobserv.server.storage.base import (
+    AGGREGATES,
+    BUCKETS,
+    PERCENTILES,
+    MetricQuery,
+    Point,
+    Series,
+    StorageError,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Labels are stored compact; points without labels skip the encoder entirely.
+_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+BUSY_TIMEOUT_S = 5.0  # a writer waits this long for another process's transaction
+MAX_IDLE_CONNECTIONS = 8
+
+# The allowlist of aggregate SQL, keyed by base.AGGREGATES; None: computed in Python.
+AGGREGATE_SQL: Mapping[str, str | None] = {
+    "avg": "avg(value)", "min": "min(value)", "max": "max(value)", "sum": "sum(value)",
+    "count": "count(*)", "last": None, **{name: None for name in PERCENTILES},
+}
+assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs a plan"
+
+_BUCKET = "(time - ((time % :width) + :width) % :width)"  # floor, also before 1970
+_AGGREGATED = """SELECT {series} AS series, {bucket} AS bucket, {aggregate} AS value
+    FROM metrics WHERE {where} GROUP BY series, bucket ORDER BY series, bucket"""
+# ``last``: the newest point's value; among points of the same newest time, the greatest.
+_LAST = """SELECT series, bucket, value FROM (
+        SELECT {series} AS series, {bucket} AS bucket, value, row_number() OVER (
+            PARTITION BY {series}, {bucket} ORDER BY time DESC, value DESC) AS rank
+        FROM metrics WHERE {where})
+    WHERE rank = 1 ORDER BY series, bucket"""
+_VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
+    FROM metrics WHERE {where} ORDER BY series, bucket, value"""
+_INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
+_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
+    VALUES (?, 'metrics', ?) ON CONFLICT (batch_id) DO NOTHING"""
+_TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (?, ?)
+    ON CONFLICT (host) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"""
+
+
+def to_micros(time: datetime) -> int:
+    """Microseconds since the UTC epoch, exactly (``time`` must be timezone-aware)."""
+    return (time - EPOCH) // MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime ``micros`` microseconds after the epoch."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def percentile_cont(ordered: Sequence[float], fraction: float) -> float:
+    """PostgreSQL's ``percentile_cont`` over ascending values, with the same arithmetic."""
+    position = fraction * (len(ordered) - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    if lower == upper:
+        return ordered[lower]
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def database_path(database_url: str) -> str:
+    """The file of a ``sqlite:///path`` URL (``sqlite:////abs/path`` for absolute paths)."""
+    if not database_url.startswith("sqlite:///"):
+        raise ValueError("a SQLite URL starts with sqlite:///")
+    path = database_url[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise ValueError("SQLite needs a file path (sqlite:///path.db); :memory: is not shared")
+    return path
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn sqlite3 errors into StorageUnavailable (locked, unreadable) or StorageError."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        raise StorageUnavailable(f"database unavailable: {err}") from err
+    except sqlite3.Error as err:
+        raise StorageError(f"database error: {err}") from err
+
+
+class SQLiteDatabase:
+    """Connections to one SQLite file, handed out to one thread at a time."""
+
+    def __init__(self, path: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL-safe
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode, returned to the pool afterwards."""
+        if self._closed:
+            raise StorageUnavailable("the SQLite store is closed")
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            with translate_errors():
+                conn = self._connect()
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if self._closed or conn.in_transaction or self._idle.qsize() >= MAX_IDLE_CONNECTIONS:
+                conn.close()
+            else:
+                self._idle.put(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back otherwise."""
+        with translate_errors(), self.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading (each statement sees one consistent snapshot)."""
+        with translate_errors(), self.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            while not self._idle.empty():
+                self._idle.get_nowait().close()
+
+
+class SQLiteMetrics:
+    """Metrics in the ``metrics`` table of a SQLite file."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    def insert_batch(self, batch: MetricBatch) -> int:
+        """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
+        count = len(batch.metrics)
+        now = to_micros(datetime.now(UTC))
+        rows = [(to_micros(m.time), m.host, m.name, m.value,
+                 _encode_labels(m.labels) if m.labels else "{}") for m in batch.metrics]
+        with self._db.write() as conn:
+            if batch.batch_id is not None and \
+                    conn.execute(_CLAIM_BATCH, (batch.batch_id.hex, now)).rowcount == 0:
+                return count  # stored before: nothing more to do
+            conn.executemany(_INSERT, rows)
+            conn.execute(_TOUCH_HOST, (batch.host, now))
+        return count
+
+    def query(self, query: MetricQuery) -> list[Series]:
+        """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
+        if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
+            raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
+        if not all(is_label_key(key) for key, _ in query.labels) or \
+                (query.group_by is not None and not is_label_key(query.group_by)):
+            return to_series([], query.group_by)  # no stored label has such a key
+        where, params = _where(query)
+        series = "json_extract(labels, :group)" if query.group_by else "''"
+        parts = {"series": series, "bucket": _BUCKET, "where": where}
+        with self._db.read() as conn:
+            if query.agg in PERCENTILES:
+                rows = conn.execute(_VALUES.format(**parts), params)
+                return to_series(_percentiles(rows, PERCENTILES[query.agg]), query.group_by)
+            template = _LAST if query.agg == "last" else _AGGREGATED
+            statement = template.format(aggregate=AGGREGATE_SQL[query.agg], **parts)
+            return to_series(conn.execute(statement, params).fetchall(), query.group_by)
+
+    def hosts(self) -> list[str]:
+        """Every host that sent an accepted batch, in code-point order."""
+        with self._db.read() as conn:
+            return [row[0] for row in conn.execute("SELECT host FROM hosts ORDER BY host")]
+
+
+def _json_path(key: str) -> str:
+    return f'$."{key}"'  # keys are [A-Za-z_][A-Za-z0-9_]*: nothing to escape
+
+
+def _where(query: MetricQuery) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"width": query.bucket_seconds * 1_000_000, "host": query.host,
+                              "name": query.name, "start": to_micros(query.start),
+                              "end": to_micros(query.end)}
+    clauses = ["host = :host", "name = :name", "time >= :start", "time <= :end"]
+    for index, (key, value) in enumerate(query.labels):
+        params[f"key{index}"], params[f"value{index}"] = _json_path(key), value
+        clauses.append(f"json_extract(labels, :key{index}) = :value{index}")
+    if query.group_by is not None:
+        params["group"] = _json_path(query.group_by)
+        clauses.append("json_extract(labels, :group) IS NOT NULL")
+    return " AND ".join(clauses), params
+
+
+def _percentiles(rows: Iterable[tuple[str, int, float]],
+                 fraction: float) -> Iterator[tuple[str, int, float]]:
+    """One ``(series, bucket, percentile)`` per group of rows sorted by series, bucket, value."""
+    for (series, bucket), group in itertools.groupby(rows, key=lambda row: row[:2]):
+        yield series, bucket, percentile_cont([row[2] for row in group], fraction)
+
+
+def to_series(rows: Iterable[tuple[str, int, float]], group_by: str | None) -> list[Series]:
+    """Shape ``(series, bucket_micros, value)`` rows, sorted by series and bucket."""
+    grouped: dict[str, list[Point]] = {}
+    for key, bucket, value in rows:
+        grouped.setdefault(key, []).append(Point(from_micros(bucket), float(value)))
+    if group_by is None:
+        return [Series(labels={}, points=grouped.get("", []))]
+    return [Series(labels={group_by: key}, points=grouped[key]) for key in sorted(grouped)]
+
+
+class SQLiteRepositories:
+    """Every SQLite repository of one process, sharing one :class:`SQLiteDatabase`."""
+
+    def __init__(self, database_url: str) -> None:
+        self.db = SQLiteDatabase(database_path(database_url))
+        self.metrics = SQLiteMetrics(self.db)
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the file answers a query now."""
+        with self.db.read() as conn:
+            conn.execute("SELECT 1 FROM hosts LIMIT 1").fetchall()
+
+    def sync_retention(self, retention: timedelta) -> bool:
+        """Always False: on SQLite the maintenance job enforces retention."""
+        return False
+
+    def close(self) -> None:
+        self.db.close()

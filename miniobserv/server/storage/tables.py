@@ -1,0 +1,63 @@
+"""The schema, in SQLAlchemy Core: what Alembic's migrations build (SPEC §7).
+
+One ``MetaData`` with a naming convention, so every constraint and index has a predictable
+name that a later migration can drop. The repositories write their SQL by hand (COPY on
+PostgreSQL, executemany on SQLite); these tables document the shape they rely on and are the
+target of ``alembic revision --autogenerate`` and of the test that checks the migrations
+build exactly this.
+
+On SQLite ``time``/``last_seen``/``received_at`` are INTEGER microseconds since the UTC epoch,
+so epoch-aligned bucketing is exact integer arithmetic; on PostgreSQL they are timestamptz.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# timestamptz on PostgreSQL; INTEGER microseconds since the epoch on SQLite.
+Timestamp = sa.DateTime(timezone=True).with_variant(sa.BigInteger(), "sqlite")
+# jsonb on PostgreSQL (for ``@>`` and ``->>``); JSON text on SQLite (``json_extract``).
+Labels = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metrics = sa.Table(
+    "metrics",
+    metadata,
+    # No primary key: TimescaleDB wants every unique index to contain the time column, and
+    # nothing addresses a single point. The one index serves every query (host, name, range).
+    sa.Column("time", Timestamp, nullable=False),
+    sa.Column("host", sa.Text(), nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("value", sa.Double(), nullable=False),
+    sa.Column("labels", Labels, nullable=False, server_default=sa.text("'{}'")),
+    sa.Index(None, "host", "name", "time"),
+)
+
+ingested_batches = sa.Table(
+    "ingested_batches",
+    metadata,
+    # One row per accepted batch that carried a batch_id: a retry of it is acknowledged
+    # without being stored twice. ``received_at`` lets the maintenance job prune old ids.
+    sa.Column("batch_id", sa.Uuid(), primary_key=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Index(None, "received_at"),
+)
+
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    # Upserted once per accepted batch: the host list and its status never scan ``metrics``.
+    sa.Column("host", sa.Text(), primary_key=True),
+    sa.Column("last_seen", Timestamp, nullable=False),
+)

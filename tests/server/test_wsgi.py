@@ -1,0 +1,54 @@
+"""The gunicorn entry point: one line and a non-zero exit on bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration  # starts Python and gunicorn processes
+
+SECRET = "an-agent-token-of-32-characters!"
+PROBE = ("from miniobserv.server.wsgi import app; "
+         "print(app.test_client().get('/healthz').status_code)")
+
+
+def run(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("AGENT_TOKEN", "DATABASE_URL", "MAX_BODY_BYTES", "LOG_LEVEL")}
+    return subprocess.run([*args] if args else [sys.executable, "-c", code],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_import_builds_the_app(tmp_path: Path) -> None:
+    result = run(PROBE, {"AGENT_TOKEN": SECRET, "DATABASE_URL": f"sqlite:///{tmp_path}/w.db"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "200"
+    assert SECRET not in result.stderr
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({}, "AGENT_TOKEN"),
+    ({"AGENT_TOKEN": "short"}, "AGENT_TOKEN"),
+    ({"AGENT_TOKEN": SECRET, "MAX_BODY_BYTES": "12"}, "MAX_BODY_BYTES"),
+    ({"AGENT_TOKEN": SECRET, "LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+])
+def test_config_error_is_one_line_without_traceback(env: dict[str, str],
+                                                     variable: str) -> None:
+    result = run(PROBE, env)
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0] and "Traceback" not in result.stderr
+
+
+def test_gunicorn_stops_instead_of_respawning(tmp_path: Path) -> None:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = run("", {}, str(gunicorn), "--bind", "127.0.0.1:0", "-w", "2",
+                 "miniobserv.server.wsgi:app")
+    assert result.returncode != 0
+    assert "AGENT_TOKEN is required" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -17,14 +17,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from miniobserv.errors import ConfigError
-from miniobserv.model import check_labels
-from miniobserv.errors import ValidationError
+from miniobserv.errors import ConfigError, ValidationError
+from miniobserv.model import check_host, check_labels
 
 MIN_SECRET_LEN = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -258,7 +257,7 @@ class AgentConfig:
         return cls(
             server_url=server_url,
             agent_token=env.secret("AGENT_TOKEN"),
-            host=env.raw("AGENT_HOST") or socket.gethostname(),
+            host=_agent_host(env),
             collect_interval=env.duration("COLLECT_INTERVAL", cls.collect_interval, second,
                                           timedelta(seconds=300)),
             disk_mounts=env.csv("DISK_MOUNTS"),
@@ -273,6 +272,14 @@ class AgentConfig:
                                           timedelta(seconds=120)),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
         )
+
+
+def _agent_host(env: _Env) -> str:
+    # Checked here: a host the server refuses would make every batch a permanent 400.
+    try:
+        return check_host(env.raw("AGENT_HOST") or socket.gethostname(), "AGENT_HOST")
+    except ValidationError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _agent_labels(env: _Env) -> dict[str, str]:

@@ -84,7 +84,8 @@ _CUSTOM_NAME = re.compile(r"custom(\.[a-z0-9_]+)+")
 _LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d would also match other scripts' digits, which int() accepts
 )
 
 
@@ -188,7 +189,7 @@ def parse_time(value: Any, field_name: str = "time") -> datetime:
             tz = UTC
         else:
             offset = timedelta(hours=int(oh), minutes=int(om))
-            if offset >= timedelta(hours=24):
+            if offset >= timedelta(hours=24) or int(om) > 59:
                 raise ValueError("offset out of range")
             tz = timezone(-offset if sign == "-" else offset)
         parsed = datetime(int(year), int(month), int(day), int(hour), int(minute),

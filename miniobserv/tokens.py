@@ -7,6 +7,7 @@ Shared by the agent (which mints its own 24 h tokens) and the CLI. The server ve
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 
 import jwt
@@ -26,8 +27,10 @@ def mint_token(secret: str, ttl: timedelta = DEFAULT_TTL, scope: str | None = No
     if ttl.total_seconds() <= 0:
         raise ValueError("ttl must be positive")
     issued = int(time.time() if now is None else now)
+    # jti: a renewed token differs from the one it replaces, even within the same second.
     claims: dict[str, object] = {"iss": issuer, "iat": issued,
-                                 "exp": issued + int(ttl.total_seconds())}
+                                 "exp": issued + int(ttl.total_seconds()),
+                                 "jti": uuid.uuid4().hex}
     if scope is not None:
         claims["scope"] = scope
     if subject is not None:

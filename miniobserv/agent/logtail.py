@@ -1,0 +1,680 @@
+"""Follow log files by polling, without losing or repeating a line (SPEC §6, log tailing).
+
+A :class:`Tailer` follows every regular file matched by ``LOG_PATHS`` patterns (paths or globs).
+Each file is known by its identity ``(st_dev, st_ino)`` and kept open, so a file that is renamed
+away (rotation) or deleted is still read to its end through the open descriptor. Polling uses
+``os.stat``/``os.pread`` only (no inotify).
+
+Where reading starts:
+
+* a file seen at the first poll whose pattern is new to the state file: its end (after the last
+  complete line, so a partial last line is shipped whole once it is completed);
+* a file with a saved position: that position;
+* any other file (a later glob match, the new file after a rotation, a file created while the
+  agent was stopped under a pattern it already followed): its start.
+
+Rotation. Rename-and-create: the old file is drained through its descriptor, then closed once
+it has not grown for :attr:`Tailer.ROTATED_GRACE` seconds (writers that reopen late are still
+read); its partial last line, if any, is then shipped as it is — the writer is gone. Copytruncate
+and truncation (the file is shorter than the read position, or its first bytes changed): reading
+restarts at 0, after the lines past the read position are taken from the copy (a sibling file
+with the same first bytes, e.g. ``app.log.1``) when one is found. After a restart, a saved file
+that is no longer at its path is looked for by inode (renamed rotation) or by its first bytes
+(copytruncate) in its directory. A saved position also stores a fingerprint of the file's first
+bytes, so a recycled inode is recognised as a new file. Patterns should match live files only
+(``*.log``, not ``*``): a copy that matches a pattern is read as a new file.
+
+Lines: only complete lines are shipped; the newline (and a ``\\r`` before it) is removed,
+undecodable bytes become U+FFFD, NUL becomes U+FFFD, blank lines are skipped (the model refuses
+empty messages), and a message longer than 64 KiB in UTF-8 is cut on a character boundary and
+ends with :data:`TRUNCATED_MARKER`. With ``multiline=True``, indented lines and stack-trace lines
+(``Traceback (most recent call last):``, ``Caused by:``, ``java.lang.X: …``, the final line of a
+Python traceback) join the entry before them, up to 64 KiB; an entry is shipped when the next
+entry starts or the file has been idle for :attr:`Tailer.MULTILINE_WAIT` seconds.
+
+At-least-once: :meth:`Tailer.poll` returns a :class:`Chunk` with the lines and a
+:class:`Checkpoint`; :meth:`Tailer.commit` saves that checkpoint (atomically, temp file and
+``os.replace``) once the server acknowledged the batch. Checkpoints are cumulative: committing
+the newest covers the older ones, and committing an older one after a newer one is ignored.
+Lines that were polled but not committed are read again after a restart; the server's
+``batch_id`` dedup makes a retried batch count once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from miniobserv.agent.levels import parse_line
+from miniobserv.model import MAX_BATCH, MAX_MESSAGE_BYTES, LogEntry
+
+log = logging.getLogger(__name__)
+
+TRUNCATED_MARKER = " …[truncated]"
+STATE_FILE = "logtail.json"
+STATE_VERSION = 1
+FP_BYTES = 256  # how many leading bytes identify a file's content
+MAX_CHUNK_BYTES = 1024 * 1024  # message bytes per chunk: the JSON body stays far below 8 MiB
+_MARKER_BYTES = len(TRUNCATED_MARKER.encode())
+
+Ident = tuple[int, int]  # (st_dev, st_ino)
+
+_CONTINUATION = re.compile(
+    r"[ \t]|Caused by: |Suppressed: |Traceback \(most recent call last\):|"
+    r"During handling of the above exception|The above exception was the direct cause|"
+    r"(?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Exception|Error|Throwable)(?::|$)")
+_TRACEBACK_END = re.compile(r"[A-Za-z_][\w.]*(?::|$)")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One shipped entry: its text (without newline), level, time and the file it came from."""
+
+    path: str
+    text: str
+    level: str
+    time: datetime
+
+    def to_entry(self, host: str) -> LogEntry:
+        """The model's :class:`LogEntry` of this line for ``host``."""
+        return LogEntry(time=self.time, host=host, level=self.level, message=self.text,
+                        path=self.path)
+
+
+@dataclass(frozen=True)
+class FilePosition:
+    """A saved read position: everything before ``offset`` of that file has been shipped."""
+
+    path: str
+    dev: int
+    ino: int
+    offset: int
+    fp_len: int = 0
+    fp: str = ""
+
+    @property
+    def ident(self) -> Ident:
+        return self.dev, self.ino
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The positions after one poll; :meth:`Tailer.commit` saves them."""
+
+    seq: int
+    positions: Mapping[Ident, FilePosition]
+    closed: frozenset[Ident] = frozenset()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint."""
+
+    lines: Sequence[LogLine]
+    checkpoint: Checkpoint
+
+    def to_entries(self, host: str) -> list[LogEntry]:
+        return [line.to_entry(host) for line in self.lines]
+
+
+@dataclass
+class _Budget:
+    lines: int
+    bytes: int
+
+    def allows(self, entries: int = 1) -> bool:
+        return self.lines >= entries and self.bytes > 0
+
+
+@dataclass
+class _File:
+    """One followed file: its descriptor, read position and the line being assembled."""
+
+    fd: int
+    path: str
+    ident: Ident
+    done: int  # end of the last line handled (shipped, skipped or held)
+    fp_len: int = 0
+    fp: str = ""
+    buf: bytearray = field(default_factory=bytearray)  # the incomplete line at ``done``
+    skipped: int = 0  # bytes of that line dropped past the size limit
+    held: list[str] = field(default_factory=list)  # multiline entry being assembled
+    held_start: int = 0
+    held_bytes: int = 0
+    in_traceback: bool = False
+    draining: bool = False  # no longer at a matched path: read to the end, then close
+    truncated: bool = False  # shrank or changed under us: restart at 0 once flushed
+    last_size: int = 0
+    last_growth: float = 0.0
+
+    @property
+    def read_pos(self) -> int:
+        return self.done + len(self.buf) + self.skipped
+
+    @property
+    def commit_pos(self) -> int:
+        return self.held_start if self.held else self.done
+
+    def position(self) -> FilePosition:
+        return FilePosition(self.path, self.ident[0], self.ident[1], self.commit_pos,
+                            self.fp_len, self.fp)
+
+    def restart(self) -> None:
+        """Forget everything read: the file starts over at offset 0."""
+        self.done = self.skipped = self.held_bytes = self.held_start = 0
+        self.buf.clear()
+        self.held.clear()
+        self.in_traceback = self.truncated = False
+        self.fp_len, self.fp = fingerprint(self.fd)
+
+
+class Tailer:
+    """Follow the files matched by ``patterns``, keeping positions in ``state_dir``.
+
+    :param patterns: file paths or globs (``~`` is expanded; ``**`` recurses).
+    :param state_dir: where :data:`STATE_FILE` is kept; created when missing.
+    :param multiline: join indented and stack-trace lines to the entry before them.
+    :param clock: monotonic seconds, for the rotation grace and the multiline wait.
+    :param now: the read time of lines without their own timestamp.
+    :param local_tz: the zone of zone-less timestamps (None: the host's zone).
+
+    ``poll`` and ``commit`` may be called from different threads.
+    """
+
+    ROTATED_GRACE = 5.0  # seconds a renamed or deleted file must stay unchanged to be closed
+    MULTILINE_WAIT = 2.0  # seconds of silence that end a multiline entry
+    BLOCK = 64 * 1024
+    COPY_CANDIDATES = 64  # siblings examined when looking for a copytruncate copy
+
+    def __init__(self, patterns: Iterable[str], state_dir: str | os.PathLike[str], *,
+                 multiline: bool = False, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 local_tz: tzinfo | None = None) -> None:
+        self.patterns = tuple(os.path.expanduser(p) for p in patterns)
+        self.state_path = Path(state_dir) / STATE_FILE
+        self.multiline = multiline
+        self._clock, self._now, self._local_tz = clock, now, local_tz
+        self._lock = threading.Lock()
+        self._files: dict[Ident, _File] = {}
+        self._closed: set[Ident] = set()
+        self._warned: set[str] = set()
+        self._seq = self._committed_seq = 0
+        self._started = False
+        self._dirty = False
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        self._known_patterns, self._committed = _load_state(self.state_path)
+
+    # --- public API ------------------------------------------------------------------------
+
+    def poll(self, max_lines: int = MAX_BATCH, max_bytes: int = MAX_CHUNK_BYTES) -> Chunk:
+        """Read what is new: at most ``max_lines`` lines and about ``max_bytes`` of text.
+
+        A single line may exceed ``max_bytes`` (never 64 KiB). Never raises for a file that
+        cannot be read; such files are logged and skipped.
+        """
+        if max_lines < 1:
+            raise ValueError("max_lines must be at least 1")
+        with self._lock:
+            self._scan(startup=not self._started)
+            self._started = True
+            budget, lines = _Budget(max_lines, max_bytes), []
+            read_time = self._now()
+            for f in self._reading_order():
+                if not budget.allows():
+                    break
+                self._read_file(f, budget, lines, read_time)
+            if self._dirty:
+                self._save()
+            self._seq += 1
+            checkpoint = Checkpoint(self._seq, {i: f.position() for i, f in self._files.items()},
+                                    frozenset(self._closed))
+            return Chunk(tuple(lines), checkpoint)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Save ``checkpoint`` as shipped: call it when the server acknowledged the batch
+        holding the chunk's lines (or refused it for good). Older checkpoints are ignored."""
+        with self._lock:
+            if checkpoint.seq <= self._committed_seq:
+                return
+            self._committed_seq = checkpoint.seq
+            for ident in checkpoint.closed:
+                self._committed.pop(ident, None)
+                self._closed.discard(ident)
+            self._committed.update(checkpoint.positions)
+            self._save()
+
+    def close(self) -> None:
+        """Close every open file; positions are not saved (only commits save)."""
+        with self._lock:
+            for f in self._files.values():
+                os.close(f.fd)
+            self._files.clear()
+
+    def __enter__(self) -> Tailer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- discovery -------------------------------------------------------------------------
+
+    def _scan(self, startup: bool) -> None:
+        """Match the patterns, notice rotations and truncations, open new files."""
+        matched = self._match()
+        for ident, f in list(self._files.items()):
+            if ident in matched:
+                f.path, f.draining = matched[ident][0], False
+                self._check_size(f, matched[ident][1])
+            elif not f.draining:
+                log.info("log file %s was rotated or removed; reading it to its end", f.path)
+                f.draining = True
+        if startup:
+            self._restore(matched)
+        for ident, (path, st, known) in matched.items():
+            if ident not in self._files:
+                start = "start" if known or not startup else "end"
+                self._follow(path, ident, st, start)
+
+    def _match(self) -> dict[Ident, tuple[str, os.stat_result, bool]]:
+        """Regular files matched now: identity → (path, stat, pattern already in the state)."""
+        matched: dict[Ident, tuple[str, os.stat_result, bool]] = {}
+        for pattern in self.patterns:
+            known = pattern in self._known_patterns
+            for path in _expand(pattern):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    ident = (st.st_dev, st.st_ino)
+                    old = matched.get(ident)
+                    matched[ident] = (old[0] if old else path, st, known or bool(old and old[2]))
+        return matched
+
+    def _restore(self, matched: Mapping[Ident, tuple[str, os.stat_result, bool]]) -> None:
+        """First poll: resume saved files, wherever rotation moved them."""
+        for ident, saved in list(self._committed.items()):
+            if ident in matched:
+                path, st, _ = matched[ident]
+                self._follow(path, ident, st, saved)
+                continue
+            found = self._find_renamed(saved) if self._matches(saved.path) else None
+            if found is not None:
+                log.info("resuming rotated log file %s (was %s)", found[0], saved.path)
+                f = self._follow(found[0], ident, found[1], saved)
+                if f is not None:
+                    f.path, f.draining = saved.path, True
+            else:
+                del self._committed[ident]
+                self._dirty = True
+
+    def _follow(self, path: str, ident: Ident, st: os.stat_result,
+                start: str | FilePosition) -> _File | None:
+        """Open ``path`` and follow it from ``start``: "start", "end" or a saved position."""
+        fd = self._open(path, ident)
+        if fd is None:
+            return None
+        f = _File(fd=fd, path=path, ident=ident, done=0, last_growth=self._clock())
+        if isinstance(start, FilePosition):
+            f.path, f.done, f.fp_len, f.fp = start.path, start.offset, start.fp_len, start.fp
+            self._check_size(f, st)
+        else:
+            f.done = _end_of_last_line(fd, st.st_size, self.BLOCK) if start == "end" else 0
+            f.fp_len, f.fp = fingerprint(fd)
+            log.info("following log file %s from its %s", path, start)
+            self._committed[ident] = f.position()
+            self._dirty = True
+        f.last_size = st.st_size
+        self._files[ident] = f
+        self._closed.discard(ident)
+        return f
+
+    def _open(self, path: str, ident: Ident) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as err:
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("cannot read log file %s: %s", path, err.strerror)
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:  # replaced between stat and open: next poll
+            os.close(fd)
+            return None
+        self._warned.discard(path)
+        return fd
+
+    def _matches(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, p) for p in self.patterns)
+
+    # --- rotation and truncation -----------------------------------------------------------
+
+    def _check_size(self, f: _File, st: os.stat_result) -> None:
+        """Mark ``f`` truncated when it shrank below the read position or its head changed."""
+        size = st.st_size
+        changed = size < f.read_pos or (
+            f.fp_len > 0 and size != f.last_size and fingerprint(f.fd, f.fp_len)[1] != f.fp)
+        if changed and not f.truncated:
+            log.info("log file %s was truncated; reading it again from its start", f.path)
+            copy = self._find_copy(f)
+            if copy is not None:
+                self._hand_over(f, *copy)
+                return
+            f.truncated = True
+        elif f.fp_len < FP_BYTES and size > f.fp_len and not f.truncated:
+            f.fp_len, f.fp = fingerprint(f.fd)
+        f.last_size = size
+
+    def _hand_over(self, f: _File, fd: int, ident: Ident) -> None:
+        """Copytruncate: the unread rest is in the copy ``fd``; ``f`` starts over at 0."""
+        log.info("reading the rest of %s from its rotated copy", f.path)
+        copy = _File(fd=fd, path=f.path, ident=ident, done=f.done, fp_len=f.fp_len, fp=f.fp,
+                     buf=f.buf, skipped=f.skipped, held=f.held, held_start=f.held_start,
+                     held_bytes=f.held_bytes, in_traceback=f.in_traceback, draining=True,
+                     last_size=os.fstat(fd).st_size, last_growth=self._clock())
+        self._files[ident] = copy
+        f.buf, f.held = bytearray(), []
+        f.restart()
+        f.last_size = os.fstat(f.fd).st_size
+
+    def _find_copy(self, f: _File) -> tuple[int, Ident] | None:
+        """A sibling of ``f`` that starts with the same bytes and holds the unread part."""
+        if f.fp_len == 0:
+            return None
+        for path in _siblings(f.path, self.COPY_CANDIDATES):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if (ident in self._files or not stat.S_ISREG(st.st_mode)
+                    or st.st_size < f.read_pos):
+                continue
+            fd = self._open(path, ident)
+            if fd is not None and fingerprint(fd, f.fp_len) == (f.fp_len, f.fp):
+                return fd, ident
+            if fd is not None:
+                os.close(fd)
+        return None
+
+    def _find_renamed(self, saved: FilePosition) -> tuple[str, os.stat_result] | None:
+        """The file with the saved identity in the saved path's directory (renamed rotation)."""
+        directory = os.path.dirname(saved.path) or "."
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                if entry.inode() != saved.ino:
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_dev == saved.dev and stat.S_ISREG(st.st_mode):
+                return entry.path, st
+        return None
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _reading_order(self) -> list[_File]:
+        """Rotated files first (their lines are older), then the others, rotating the start
+        so that one busy file cannot starve the rest."""
+        files = list(self._files.values())
+        draining = [f for f in files if f.draining]
+        live = [f for f in files if not f.draining]
+        if live:
+            turn = self._seq % len(live)
+            live = live[turn:] + live[:turn]
+        return draining + live
+
+    def _read_file(self, f: _File, budget: _Budget, out: list[LogLine],
+                   read_time: datetime) -> None:
+        if f.truncated:
+            if not budget.allows(2):
+                return
+            self._flush(f, out, read_time, budget)
+            f.restart()
+        try:
+            at_end = self._read_lines(f, budget, out, read_time)
+        except OSError as err:
+            log.warning("stopped reading log file %s: %s", f.path, err.strerror)
+            self._close(f)
+            return
+        if not at_end:
+            return
+        idle = self._clock() - f.last_growth
+        if f.draining and idle >= self.ROTATED_GRACE and budget.allows(2):
+            self._flush(f, out, read_time, budget)
+            self._close(f)
+        elif f.held and idle >= self.MULTILINE_WAIT and budget.allows():
+            self._emit_held(f, out, read_time, budget)
+
+    def _read_lines(self, f: _File, budget: _Budget, out: list[LogLine],
+                    read_time: datetime) -> bool:
+        """Read blocks and handle complete lines until the end of the file (True) or the
+        budget is spent (False)."""
+        while budget.allows():
+            pos = f.read_pos
+            data = os.pread(f.fd, self.BLOCK, pos)
+            if not data:
+                return True
+            f.last_growth = self._clock()
+            start = 0
+            while (nl := data.find(b"\n", start)) >= 0:
+                if not budget.allows():
+                    return False
+                raw, cut = _take_line(f, data, start, nl)
+                f.done = pos + nl + 1
+                self._handle(f, _decode(raw), cut, out, read_time, budget)
+                start = nl + 1
+            _keep_partial(f, data, start)
+        return False
+
+    def _handle(self, f: _File, text: str, cut: bool, out: list[LogLine],
+                read_time: datetime, budget: _Budget) -> None:
+        """One complete line: ship it, or hold it while its entry may continue."""
+        if not text.strip():
+            return
+        text = _fit(text, cut)
+        if not self.multiline:
+            self._ship(f, text, out, read_time, budget)
+            return
+        size = _utf8_len(text)
+        if f.held and self._continues(f, text) and f.held_bytes + 1 + size <= MAX_MESSAGE_BYTES:
+            f.held.append(text)
+            f.held_bytes += 1 + size
+            return
+        if f.held:
+            self._emit_held(f, out, read_time, budget)
+        f.held, f.held_bytes = [text], size
+        f.held_start = f.done - _line_bytes_hint(text, cut)
+        f.in_traceback = text.startswith("Traceback (most recent call last):")
+
+    def _continues(self, f: _File, text: str) -> bool:
+        if f.in_traceback and not text[0].isspace():
+            f.in_traceback = text.startswith("Traceback")
+            return _TRACEBACK_END.match(text) is not None
+        if text.startswith("Traceback (most recent call last):"):
+            f.in_traceback = True
+        return _CONTINUATION.match(text) is not None
+
+    def _emit_held(self, f: _File, out: list[LogLine], read_time: datetime,
+                   budget: _Budget) -> None:
+        held, f.held = f.held, []
+        f.held_bytes, f.in_traceback = 0, False
+        self._ship(f, "\n".join(held), out, read_time, budget, first=held[0])
+
+    def _ship(self, f: _File, text: str, out: list[LogLine], read_time: datetime,
+              budget: _Budget, first: str | None = None) -> None:
+        level, stamp = parse_line(first if first is not None else text, read_time,
+                                  self._local_tz)
+        out.append(LogLine(f.path, text, level, stamp))
+        budget.lines -= 1
+        budget.bytes -= _utf8_len(text)
+
+    def _flush(self, f: _File, out: list[LogLine], read_time: datetime,
+               budget: _Budget) -> None:
+        """The file is finished: its partial last line and held entry are shipped as they are."""
+        if f.buf or f.skipped:
+            raw, cut = bytes(f.buf), f.skipped > 0
+            f.done, f.buf, f.skipped = f.read_pos, bytearray(), 0
+            self._handle(f, _decode(raw), cut, out, read_time, budget)
+        if f.held:
+            self._emit_held(f, out, read_time, budget)
+
+    def _close(self, f: _File) -> None:
+        os.close(f.fd)
+        del self._files[f.ident]
+        self._closed.add(f.ident)
+
+    # --- state file ------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        """Write the committed positions atomically; a failure is logged and retried later."""
+        state = {"version": STATE_VERSION, "patterns": list(self.patterns),
+                 "files": [vars(p) for p in self._committed.values()]}
+        try:
+            _write_atomically(self.state_path, json.dumps(state, indent=1))
+        except OSError as err:
+            log.error("cannot save log positions to %s: %s", self.state_path, err)
+            self._dirty = True
+            return
+        self._known_patterns = frozenset(self.patterns)
+        self._dirty = False
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def fingerprint(fd: int, length: int = FP_BYTES) -> tuple[int, str]:
+    """``(n, digest)`` of the first ``n <= length`` bytes of an open file."""
+    head = os.pread(fd, length, 0)
+    return len(head), hashlib.blake2b(head, digest_size=16).hexdigest()
+
+
+def _expand(pattern: str) -> list[str]:
+    if any(c in pattern for c in "*?["):
+        return sorted(glob.glob(pattern, recursive=True))
+    return [pattern]
+
+
+def _siblings(path: str, limit: int) -> list[str]:
+    """Files next to ``path`` whose name starts like its own (``app.log.1``, ``app-2026….log``)."""
+    directory, name = os.path.split(path)
+    stem = name.split(".", 1)[0] or name
+    try:
+        names = sorted(n for n in os.listdir(directory or ".") if n.startswith(stem) and n != name)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names[:limit]]
+
+
+def _end_of_last_line(fd: int, size: int, block: int) -> int:
+    """Where to start "at the end": after the last newline, so a partial last line is whole."""
+    start = max(0, size - block)
+    tail = os.pread(fd, size - start, start)
+    nl = tail.rfind(b"\n")
+    if nl >= 0:
+        return start + nl + 1
+    return 0 if start == 0 else size
+
+
+def _take_line(f: _File, data: bytes, start: int, nl: int) -> tuple[bytes, bool]:
+    """The line ending at ``data[nl]``: the held partial plus ``data[start:nl]``, at most the
+    size limit; ``cut`` tells whether bytes were dropped."""
+    room = MAX_MESSAGE_BYTES - len(f.buf)
+    raw = bytes(f.buf) + data[start:min(nl, start + room)]
+    cut = f.skipped > 0 or nl - start > room
+    f.buf.clear()
+    f.skipped = 0
+    return raw, cut
+
+
+def _keep_partial(f: _File, data: bytes, start: int) -> None:
+    room = MAX_MESSAGE_BYTES - len(f.buf)
+    piece = data[start:]
+    f.buf += piece[:room]
+    f.skipped += max(0, len(piece) - room)
+
+
+def _decode(raw: bytes) -> str:
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    text = raw.decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _fit(text: str, cut: bool) -> str:
+    """``text`` within 64 KiB of UTF-8, with the marker when anything was cut."""
+    if not cut and len(text) * 4 <= MAX_MESSAGE_BYTES:
+        return text
+    data = text.encode()
+    if not cut and len(data) <= MAX_MESSAGE_BYTES:
+        return text
+    return data[:MAX_MESSAGE_BYTES - _MARKER_BYTES].decode("utf-8", "ignore") + TRUNCATED_MARKER
+
+
+def _line_bytes_hint(text: str, cut: bool) -> int:
+    raise NotImplementedError
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _load_state(path: Path) -> tuple[frozenset[str], dict[Ident, FilePosition]]:
+    """Saved patterns and positions; an unreadable state file counts as none (logged)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return frozenset(), {}
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable log position file %s: %s", path, err)
+        return frozenset(), {}
+    try:
+        positions = [_position(item) for item in data["files"]]
+        patterns = frozenset(str(p) for p in data["patterns"])
+    except (KeyError, TypeError, ValueError) as err:
+        log.warning("ignoring malformed log position file %s: %s", path, err)
+        return frozenset(), {}
+    return patterns, {p.ident: p for p in positions}
+
+
+def _position(item: Any) -> FilePosition:
+    if not isinstance(item, dict):
+        raise TypeError("file entry is not an object")
+    pos = FilePosition(str(item["path"]), int(item["dev"]), int(item["ino"]), int(item["offset"]),
+                       int(item.get("fp_len", 0)), str(item.get("fp", "")))
+    if pos.offset < 0 or pos.fp_len < 0:
+        raise ValueError("negative offset")
+    return pos

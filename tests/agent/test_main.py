@@ -1,0 +1,41 @@
+"""``python -m miniobserv.agent``: configuration errors fail fast, in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from miniobserv.agent.__main__ import main
+
+GOOD = {"SERVER_URL": "http://127.0.0.1:9", "AGENT_TOKEN": "0123456789abcdef-secret"}
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"AGENT_TOKEN": GOOD["AGENT_TOKEN"]}, "SERVER_URL"),
+    ({"SERVER_URL": "http://x"}, "AGENT_TOKEN"),
+    ({**GOOD, "AGENT_TOKEN": "short"}, "AGENT_TOKEN"),
+    ({**GOOD, "SERVER_URL": "ftp://x"}, "SERVER_URL"),
+    ({**GOOD, "COLLECT_INTERVAL": "0s"}, "COLLECT_INTERVAL=0s is out of bounds: 1s to 5m"),
+    ({**GOOD, "COLLECT_INTERVAL": "301s"}, "COLLECT_INTERVAL"),
+    ({**GOOD, "SHUTDOWN_TIMEOUT": "ten"}, "SHUTDOWN_TIMEOUT"),
+    ({**GOOD, "AGENT_LABELS": "env"}, "AGENT_LABELS"),
+    ({**GOOD, "AGENT_LABELS": ",".join(f"k{i}=v" for i in range(16))}, "AGENT_LABELS"),
+])
+def test_configuration_error_is_one_line_naming_the_variable(capsys, env, variable):
+    assert main(env) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and variable in err
+    assert "Traceback" not in err
+
+
+def test_configuration_error_from_the_real_command_has_no_traceback():
+    env = {k: v for k, v in os.environ.items() if k not in ("SERVER_URL", "AGENT_TOKEN")}
+    done = subprocess.run([sys.executable, "-m", "miniobserv.agent"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "miniobserv agent: configuration error: SERVER_URL is required"]

@@ -1,0 +1,162 @@
+"""The runner: bounded queue, newest batch dropped when full, bounded drain on shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from miniobserv.agent.collectors import Registry
+from miniobserv.agent.runner import Runner, split_batches
+from miniobserv.agent.sender import Batch, Sender, SendResult
+from miniobserv.model import MAX_BATCH, Metric, MetricBatch
+from tests.agent.helpers import SECRET, free_port
+
+T0 = datetime(2026, 6, 5, 10, 0, 0, tzinfo=UTC)
+
+
+def metrics(n: int) -> list[Metric]:
+    return [Metric(T0, "web-01", "mem.used_pct", float(i)) for i in range(n)]
+
+
+class Counting:
+    """A collector that reports ``n`` metrics and counts its passes."""
+
+    name = "counting"
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+        self.passes = 0
+
+    def collect(self) -> list[Metric]:
+        self.passes += 1
+        return metrics(self.n)
+
+
+def make_runner(url: str, collector: Counting | None = None, *, interval: float = 3600.0,
+                shutdown_timeout: float = 10.0) -> Runner:
+    sender = Sender(url, SECRET, timeout=5.0)
+    return Runner("web-01", Registry([collector or Counting()]), sender, interval,
+                  shutdown_timeout)
+
+
+@pytest.mark.parametrize("count,sizes", [
+    (0, []), (1, [1]), (MAX_BATCH, [MAX_BATCH]), (MAX_BATCH + 1, [MAX_BATCH, 1]),
+    (2500, [1000, 1000, 500]),
+])
+def test_batches_hold_at_most_1000_metrics(count, sizes):
+    batches = split_batches("web-01", metrics(count))
+    assert [len(b.metrics) for b in batches] == sizes
+    assert len({b.batch_id for b in batches}) == len(batches)
+    assert [m for b in batches for m in b.metrics] == metrics(count)
+
+
+def test_queue_full_drops_the_newest_batch_and_counts_it(caplog):
+    runner = make_runner("http://127.0.0.1:9")
+    batches = [MetricBatch("web-01", metrics(1)) for _ in range(Runner.QUEUE_SIZE + 2)]
+    with caplog.at_level(logging.WARNING):
+        accepted = [runner.enqueue(b) for b in batches]
+    assert accepted == [True] * 10 + [False, False]
+    assert runner.dropped == 2
+    assert list(runner.queue.queue) == batches[:10]  # the oldest data is kept
+    assert caplog.text.count("queue full") == 2
+    assert "2 dropped so far" in caplog.text
+
+
+def test_one_pass_enqueues_split_batches():
+    runner = make_runner("http://127.0.0.1:9", Counting(2001))
+    assert runner.collect_once() == 3
+    assert [len(b.metrics) for b in runner.queue.queue] == [1000, 1000, 1]
+
+
+def test_runs_collects_sends_and_stops_with_no_thread_left(server):
+    collector = Counting(3)
+    runner = make_runner(server.url, collector)
+    runner.start()
+    assert server.arrived.wait(10)
+    assert runner.stop() is True
+    assert not any(thread.is_alive() for thread in runner.threads)
+    assert collector.passes == 1  # the hour-long interval was cut short, no second pass
+    assert runner.sent == 1 and runner.lost == 0
+    [request] = server.received
+    assert request.body["host"] == "web-01" and len(request.body["metrics"]) == 3
+
+
+def test_shutdown_drains_the_queued_batches(server):
+    runner = make_runner(server.url)
+    queued = [MetricBatch("web-01", metrics(1), batch.batch_id)
+              for batch in split_batches("web-01", metrics(5), size=1)]
+    for batch in queued:
+        runner.enqueue(batch)
+    runner.start()
+    assert runner.stop() is True
+    received = {r.body["batch_id"] for r in server.received}
+    assert {str(b.batch_id) for b in queued} <= received
+    assert runner.lost == 0 and runner.queue.qsize() == 0
+
+
+def test_drain_is_bounded_when_the_server_is_down(caplog):
+    runner = make_runner(f"http://127.0.0.1:{free_port()}", shutdown_timeout=0.5)
+    for _ in range(4):
+        runner.enqueue(MetricBatch("web-01", metrics(1)))
+    runner.start()
+    with caplog.at_level(logging.ERROR):
+        drained = runner.stop()
+    assert drained is False
+    assert not any(thread.is_alive() for thread in runner.threads)
+    assert runner.lost == 5 and runner.sent == 0  # four queued plus the first pass
+    assert "5 batches not delivered" in caplog.text
+
+
+def test_drain_with_a_full_queue_still_ends(caplog):
+    runner = make_runner(f"http://127.0.0.1:{free_port()}", shutdown_timeout=0.3)
+    runner.start()
+    while runner.queue.qsize() < Runner.QUEUE_SIZE:
+        runner.enqueue(MetricBatch("web-01", metrics(1)))
+    assert runner.stop() is False
+    assert not any(thread.is_alive() for thread in runner.threads)
+    assert runner.lost == Runner.QUEUE_SIZE + 1  # the one in flight too
+
+
+class ExplodingOnce:
+    """A sender with a bug on its first batch; the runner must keep going."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.deadline: float | None = None
+        self.sent: list[Batch] = []
+
+    def send(self, batch: Batch) -> SendResult:
+        if not self.sent:
+            self.sent.append(batch)
+            raise RuntimeError("bug in the sender")
+        self.sent.append(batch)
+        return SendResult("sent", 1, 202)
+
+
+def test_sender_thread_survives_an_exception(caplog):
+    sender = ExplodingOnce()
+    runner = Runner("web-01", Registry([Counting()]), sender, 3600.0, 5.0)
+    runner.enqueue(MetricBatch("web-01", metrics(1)))
+    with caplog.at_level(logging.ERROR):
+        runner.start()
+        assert runner.stop() is True
+    assert len(sender.sent) == 2 and runner.sent == 1
+    assert "sending a batch failed" in caplog.text
+
+
+class Flaky:
+    name = "flaky"
+
+    def collect(self) -> list[Metric]:
+        raise ValueError("boom")
+
+
+def test_a_failing_collector_does_not_stop_the_pass(server):
+    runner = Runner("web-01", Registry([Flaky(), Counting(2)]),
+                    Sender(server.url, SECRET), 3600.0, 5.0)
+    runner.start()
+    runner.stop()
+    assert len(server.received[0].body["metrics"]) == 2

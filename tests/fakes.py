@@ -126,7 +126,8 @@ def _bucketed(rows: list[_Row], query: MetricQuery) -> list[Point]:
 
 
 def aggregate(agg: str, rows: list[_Row]) -> float:
-    """One bucket's value; ``last`` is the newest point (latest insert among equal times)."""
+    """One bucket's value; ``last`` is the newest point (the greatest value among equal times,
+    as the SQL stores do)."""
     values = [row.metric.value for row in rows]
     if agg == "avg":
         return math.fsum(values) / len(values)
@@ -139,7 +140,7 @@ def aggregate(agg: str, rows: list[_Row]) -> float:
     if agg == "count":
         return float(len(values))
     if agg == "last":
-        return max(rows, key=lambda row: (row.metric.time, row.seq)).metric.value
+        return max(rows, key=lambda row: (row.metric.time, row.metric.value)).metric.value
     if agg in PERCENTILES:
         return percentile_cont(values, PERCENTILES[agg])
     raise ValueError(f"unknown aggregate {agg!r}")

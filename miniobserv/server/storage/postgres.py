@@ -40,6 +40,7 @@ _encode_labels = json.JSONEncoder(separators=(",", ":")).encode
 
 CONNECT_TIMEOUT_S = 3  # per connection attempt: a dead database answers quickly
 POOL_TIMEOUT_S = 5.0  # how long a request waits for a pooled connection before 503
+PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database is down
 RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
 RETENTION_START = "1 hour 17 minutes"  # keep clear of the compression policy's first run
 
@@ -179,7 +180,7 @@ class PostgresRepositories:
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers ``SELECT 1`` now."""
-        with translate_errors(), self.pool.connection() as conn:
+        with translate_errors(), self.pool.connection(timeout=PING_TIMEOUT_S) as conn:
             conn.execute("SELECT 1")
 
     def has_timescaledb(self) -> bool:

@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -74,11 +74,13 @@ _MARKER_BYTES = len(TRUNCATED_MARKER.encode())
 
 Ident = tuple[int, int]  # (st_dev, st_ino)
 
-_CONTINUATION = re.compile(
-    r"[ \t]|Caused by: |Suppressed: |Traceback \(most recent call last\):|"
-    r"During handling of the above exception|The above exception was the direct cause|"
+_TRACEBACK = "Traceback (most recent call last):"
+_TRACE_HEADER = re.compile(
+    r"Caused by: |Suppressed: |Traceback \(most recent call last\):|"
+    r"During handling of the above exception|The above exception was the direct cause")
+_EXCEPTION_LINE = re.compile(
     r"(?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Exception|Error|Throwable)(?::|$)")
-_TRACEBACK_END = re.compile(r"[A-Za-z_][\w.]*(?::|$)")
+_TRACEBACK_END = re.compile(r"[A-Za-z_][\w.]*(?::|$)")  # "mod.Exc: msg" or "Exc"
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class Tailer:
         with self._lock:
             self._scan(startup=not self._started)
             self._started = True
-            budget, lines = _Budget(max_lines, max_bytes), []
+            budget, lines = _Budget(max_lines, max_bytes), list[LogLine]()
             read_time = self._now()
             for f in self._reading_order():
                 if not budget.allows():
@@ -309,6 +311,8 @@ class Tailer:
     def _restore(self, matched: Mapping[Ident, tuple[str, os.stat_result, bool]]) -> None:
         """First poll: resume saved files, wherever rotation moved them."""
         for ident, saved in list(self._committed.items()):
+            if ident in self._files:  # already taken as a copytruncate copy
+                continue
             if ident in matched:
                 path, st, _ = matched[ident]
                 self._follow(path, ident, st, saved)
@@ -480,16 +484,16 @@ class Tailer:
                 if not budget.allows():
                     return False
                 raw, cut = _take_line(f, data, start, nl)
-                f.done = pos + nl + 1
-                self._handle(f, _decode(raw), cut, out, read_time, budget)
+                line_start, f.done = f.done, pos + nl + 1
+                self._handle(f, _decode(raw), cut, line_start, out, read_time, budget)
                 start = nl + 1
             _keep_partial(f, data, start)
         return False
 
-    def _handle(self, f: _File, text: str, cut: bool, out: list[LogLine],
+    def _handle(self, f: _File, text: str, cut: bool, line_start: int, out: list[LogLine],
                 read_time: datetime, budget: _Budget) -> None:
         """One complete line: ship it, or hold it while its entry may continue."""
-        if not text.strip():
+        if not text or text.isspace():
             return
         text = _fit(text, cut)
         if not self.multiline:
@@ -502,17 +506,22 @@ class Tailer:
             return
         if f.held:
             self._emit_held(f, out, read_time, budget)
-        f.held, f.held_bytes = [text], size
-        f.held_start = f.done - _line_bytes_hint(text, cut)
-        f.in_traceback = text.startswith("Traceback (most recent call last):")
+        f.held, f.held_bytes, f.held_start = [text], size, line_start
+        f.in_traceback = text.startswith(_TRACEBACK)
 
-    def _continues(self, f: _File, text: str) -> bool:
-        if f.in_traceback and not text[0].isspace():
-            f.in_traceback = text.startswith("Traceback")
-            return _TRACEBACK_END.match(text) is not None
-        if text.startswith("Traceback (most recent call last):"):
-            f.in_traceback = True
-        return _CONTINUATION.match(text) is not None
+    @staticmethod
+    def _continues(f: _File, text: str) -> bool:
+        """Does ``text`` continue the held entry? Indented lines, stack-trace headers and
+        exception lines do; so does the last line of a Python traceback (``KeyError: 'x'``)."""
+        if text[0] in " \t":
+            return True
+        if _TRACE_HEADER.match(text):
+            f.in_traceback = f.in_traceback or text.startswith(_TRACEBACK)
+            return True
+        if _EXCEPTION_LINE.match(text) or (f.in_traceback and _TRACEBACK_END.match(text)):
+            f.in_traceback = False
+            return True
+        return False
 
     def _emit_held(self, f: _File, out: list[LogLine], read_time: datetime,
                    budget: _Budget) -> None:
@@ -532,9 +541,9 @@ class Tailer:
                budget: _Budget) -> None:
         """The file is finished: its partial last line and held entry are shipped as they are."""
         if f.buf or f.skipped:
-            raw, cut = bytes(f.buf), f.skipped > 0
+            raw, cut, line_start = bytes(f.buf), f.skipped > 0, f.done
             f.done, f.buf, f.skipped = f.read_pos, bytearray(), 0
-            self._handle(f, _decode(raw), cut, out, read_time, budget)
+            self._handle(f, _decode(raw), cut, line_start, out, read_time, budget)
         if f.held:
             self._emit_held(f, out, read_time, budget)
 
@@ -548,7 +557,7 @@ class Tailer:
     def _save(self) -> None:
         """Write the committed positions atomically; a failure is logged and retried later."""
         state = {"version": STATE_VERSION, "patterns": list(self.patterns),
-                 "files": [vars(p) for p in self._committed.values()]}
+                 "files": [asdict(p) for p in self._committed.values()]}
         try:
             _write_atomically(self.state_path, json.dumps(state, indent=1))
         except OSError as err:
@@ -575,11 +584,12 @@ def _expand(pattern: str) -> list[str]:
 
 
 def _siblings(path: str, limit: int) -> list[str]:
-    """Files next to ``path`` whose name starts like its own (``app.log.1``, ``app-2026….log``)."""
+    """Files next to ``path`` whose name starts like its own (``app.log.1``, ``app-1.log``)."""
     directory, name = os.path.split(path)
     stem = name.split(".", 1)[0] or name
     try:
-        names = sorted(n for n in os.listdir(directory or ".") if n.startswith(stem) and n != name)
+        names = sorted(n for n in os.listdir(directory or ".")
+                       if n.startswith(stem) and n != name)
     except OSError:
         return []
     return [os.path.join(directory, n) for n in names[:limit]]
@@ -632,10 +642,6 @@ def _fit(text: str, cut: bool) -> str:
     if not cut and len(data) <= MAX_MESSAGE_BYTES:
         return text
     return data[:MAX_MESSAGE_BYTES - _MARKER_BYTES].decode("utf-8", "ignore") + TRUNCATED_MARKER
-
-
-def _line_bytes_hint(text: str, cut: bool) -> int:
-    raise NotImplementedError
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -95,22 +96,32 @@ def _timescaledb_wanted() -> bool:
 
 
 def _ensure_timescaledb() -> bool:
-    """Create the extension when the server offers it; True when it is usable here."""
+    """Create the extension when the server can load it; True when it is usable here."""
     bind = op.get_bind()
-    available = bind.execute(sa.text(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")).first()
-    if available is None:
+    if _scalar("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'") is not None:
+        return True
+    if _scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'") is None:
         log.info("timescaledb is not available on this server: plain PostgreSQL tables")
+        return False
+    # Unless the library is in shared_preload_libraries, CREATE EXTENSION fails with FATAL,
+    # ending the session: check first. A preloaded library has registered its settings (and
+    # pg_settings shows them to every role, unlike shared_preload_libraries itself).
+    if _scalar("SELECT 1 FROM pg_settings WHERE name LIKE 'timescaledb.%' LIMIT 1") is None:
+        log.warning("timescaledb is installed but cannot be used (it is not in "
+                    "shared_preload_libraries); plain PostgreSQL tables")
         return False
     try:
         with bind.begin_nested():  # a SAVEPOINT: a failure leaves the migration intact
             bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
     except sa.exc.DBAPIError as err:
-        log.warning("timescaledb is installed but cannot be used (%s); plain PostgreSQL "
-                    "tables (add it to shared_preload_libraries to use it)",
+        log.warning("timescaledb is installed but cannot be used (%s); plain PostgreSQL tables",
                     str(err.orig).strip().splitlines()[0])
         return False
     return True
+
+
+def _scalar(query: str) -> Any:
+    return op.get_bind().execute(sa.text(query)).scalar()
 
 
 def _is_hypertable(table: str) -> bool:

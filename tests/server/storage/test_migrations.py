@@ -1,0 +1,270 @@
+"""Alembic migrations on SQLite, plain PostgreSQL and TimescaleDB (SPEC §7).
+
+``upgrade head``, ``downgrade base`` and ``upgrade head`` again on every store; the result
+matches ``tables.py``; several processes migrating one database at once all succeed; the
+TimescaleDB parts (hypertable, compression, policies) and the fallback when the extension
+cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from psycopg import sql
+from sqlalchemy.pool import NullPool
+
+from miniobserv.server.storage import migrate, postgres
+from miniobserv.server.storage.tables import metadata
+from tests.conftest import ThrowawayCluster, find_pg_bindir, has_timescaledb_files
+
+OUR_TABLES = {"metrics", "ingested_batches", "hosts"}
+NO_TIMESCALEDB = "the timescaledb extension is not available on the test PostgreSQL server"
+
+
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def schema_differences(url: str) -> list[Any]:
+    """What ``alembic revision --autogenerate`` would add: nothing, if 0001 built tables.py."""
+    engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def round_trip(url: str, **upgrade_options: Any) -> None:
+    migrate.upgrade(url, **upgrade_options)
+    assert migrate.current_revision(url) == "0001"
+    assert table_names(url) >= OUR_TABLES
+    assert schema_differences(url) == []
+    migrate.downgrade(url, "base")
+    assert migrate.current_revision(url) is None
+    assert table_names(url) == set()
+    migrate.upgrade(url, **upgrade_options)
+    assert table_names(url) >= OUR_TABLES
+
+
+def test_sqlite_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
+    round_trip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def test_sqlite_url_translation_is_only_for_postgres() -> None:
+    assert migrate.sqlalchemy_url("sqlite:///a.db") == "sqlite:///a.db"
+    assert migrate.sqlalchemy_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert migrate.sqlalchemy_url("postgresql://u@h:5/d?x=1") == "postgresql+psycopg://u@h:5/d?x=1"
+
+
+def test_alembic_command_line_takes_the_url_from_x_or_the_environment(tmp_path: Path) -> None:
+    root = migrate.ROOT
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'env.db'}"}
+    run = [sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini")]
+    subprocess.run([*run, "upgrade", "head"], cwd=root, env=env, check=True, capture_output=True)
+    assert table_names(env["DATABASE_URL"]) >= OUR_TABLES
+    x_url = f"sqlite:///{tmp_path / 'x.db'}"
+    subprocess.run([*run, "-x", f"url={x_url}", "upgrade", "head"], cwd=root, env=env,
+                   check=True, capture_output=True)
+    assert table_names(x_url) >= OUR_TABLES
+    subprocess.run([*run, "downgrade", "base"], cwd=root, env=env, check=True,
+                   capture_output=True)
+    assert table_names(env["DATABASE_URL"]) == set()
+
+
+def migrate_at_once(url: str, processes: int = 4) -> list[subprocess.CompletedProcess[str]]:
+    """Start ``processes`` interpreters that all call ``migrate.upgrade(url)`` at one instant."""
+    start_at = time.time() + 3  # after every interpreter has imported alembic
+    code = ("import sys, time; from miniobserv.server.storage import migrate; "
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); migrate.upgrade(sys.argv[1])")
+    children = [subprocess.Popen([sys.executable, "-c", code, url, str(start_at)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(child.args, child.returncode, out, err))
+    return results
+
+
+def test_sqlite_concurrent_migrations_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    results = migrate_at_once(url)
+    assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
+    assert migrate.current_revision(url) == "0001"
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+@pytest.fixture
+def empty_postgres_url(postgres_databases: Any) -> Iterator[str]:
+    url = postgres_databases.create(migrated=False)
+    yield url
+    postgres_databases.drop(url)
+
+
+@pytest.mark.integration
+def test_postgres_upgrade_downgrade_upgrade(empty_postgres_url: str) -> None:
+    round_trip(empty_postgres_url)
+
+
+@pytest.mark.integration
+def test_plain_postgres_upgrade_downgrade_upgrade(empty_postgres_url: str) -> None:
+    """The plain-PostgreSQL path, also where TimescaleDB exists (``timescaledb=False``)."""
+    round_trip(empty_postgres_url, timescaledb=False)
+    with psycopg.connect(empty_postgres_url) as conn:
+        assert not postgres.is_hypertable(conn, "metrics")
+        assert postgres.sync_retention(conn, timedelta(days=3)) is False
+
+
+@pytest.mark.integration
+def test_postgres_concurrent_migrations_all_succeed(empty_postgres_url: str) -> None:
+    results = migrate_at_once(empty_postgres_url)
+    assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
+    assert migrate.current_revision(empty_postgres_url) == "0001"
+    assert schema_differences(empty_postgres_url) == []
+
+
+# --- TimescaleDB ---------------------------------------------------------------------------
+
+@pytest.fixture
+def timescale_url(fresh_postgres_url: str) -> str:
+    with psycopg.connect(fresh_postgres_url) as conn:
+        if not postgres.has_timescaledb(conn):
+            pytest.skip(NO_TIMESCALEDB)
+    return fresh_postgres_url
+
+
+def policies(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT proc_name, job_id, config, initial_start FROM timescaledb_information.jobs"
+        " WHERE hypertable_name = 'metrics'").fetchall()
+    return {name: {"job_id": job, "config": config, "initial_start": start}
+            for name, job, config, start in rows}
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_timescaledb_hypertable_and_policies(timescale_url: str) -> None:
+    with psycopg.connect(timescale_url) as conn:
+        assert postgres.is_hypertable(conn, "metrics")
+        interval = conn.execute("SELECT time_interval FROM timescaledb_information.dimensions"
+                                " WHERE hypertable_name = 'metrics'").fetchone()
+        assert interval == (timedelta(days=1),)
+        settings = conn.execute(
+            "SELECT attname, segmentby_column_index, orderby_asc"
+            " FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_name = 'metrics' ORDER BY attname").fetchall()
+        assert settings == [("host", 1, None), ("name", 2, None), ("time", None, False)]
+        jobs = policies(conn)
+    assert set(jobs) == {"policy_compression", "policy_retention"}
+    assert jobs["policy_compression"]["config"]["compress_after"] == "7 days"
+    assert jobs["policy_retention"]["config"]["drop_after"] == "30 days"
+    starts = {job["initial_start"] for job in jobs.values()}
+    assert len(starts) == 2 and None not in starts  # first runs cannot collide
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_timescaledb_downgrade_removes_policies(timescale_url: str) -> None:
+    migrate.downgrade(timescale_url, "base")
+    with psycopg.connect(timescale_url) as conn:
+        assert policies(conn) == {}
+        assert conn.execute("SELECT count(*) FROM timescaledb_information.hypertables"
+                            ).fetchone() == (0,)
+    assert table_names(timescale_url) == set()
+    migrate.upgrade(timescale_url)
+    with psycopg.connect(timescale_url) as conn:
+        assert postgres.is_hypertable(conn, "metrics")
+        assert set(policies(conn)) == {"policy_compression", "policy_retention"}
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_sync_retention_replaces_the_policy_once(timescale_url: str) -> None:
+    with psycopg.connect(timescale_url) as conn:
+        compression = policies(conn)["policy_compression"]
+        assert postgres.sync_retention(conn, timedelta(days=10)) is True
+        first = policies(conn)["policy_retention"]
+        assert first["config"]["drop_after"] == "10 days"
+        assert postgres.sync_retention(conn, timedelta(hours=240)) is True  # same interval
+        assert policies(conn)["policy_retention"]["job_id"] == first["job_id"]
+        assert postgres.sync_retention(conn, timedelta(days=30)) is True
+        jobs = policies(conn)
+    assert jobs["policy_retention"]["config"]["drop_after"] == "30 days"
+    assert jobs["policy_compression"] == compression
+    assert jobs["policy_retention"]["initial_start"] != compression["initial_start"]
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_timescaledb_not_preloaded_falls_back_to_plain_tables(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Extension files installed, library not preloaded: a warning, then plain tables."""
+    bindir = find_pg_bindir()
+    if bindir is None or not has_timescaledb_files(bindir):
+        pytest.skip("needs a local PostgreSQL with the timescaledb extension files")
+    cluster = ThrowawayCluster(bindir, timescaledb=False)
+    try:
+        url = cluster.start()
+        with caplog.at_level(logging.INFO, logger="alembic"):
+            round_trip(url)
+        with psycopg.connect(url) as conn:
+            assert not postgres.has_timescaledb(conn)
+    finally:
+        cluster.destroy()
+    assert any("timescaledb is installed but cannot be used" in r.getMessage()
+               for r in caplog.records)
+
+
+def url_as(url: str, role: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=role + "@" + parts.netloc.rpartition("@")[2]))
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_timescaledb_as_database_owner_and_without_the_right_to_create_it(
+        timescale_url: str, postgres_url: str, postgres_databases: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A database owner gets TimescaleDB (trusted extension); a mere user gets plain tables."""
+    role = "miniobserv_app_" + os.urandom(4).hex()
+    ident = sql.Identifier(role)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        try:
+            for owner in (True, False):
+                url = postgres_databases.create(migrated=False)
+                database = sql.Identifier(urlsplit(url).path.lstrip("/"))
+                if owner:
+                    admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, ident))
+                with psycopg.connect(url, autocommit=True) as db:
+                    db.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(ident))
+                with caplog.at_level(logging.INFO, logger="alembic"):
+                    round_trip(url_as(url, role))
+                with psycopg.connect(url) as conn:
+                    assert postgres.is_hypertable(conn, "metrics") is owner
+                postgres_databases.drop(url)
+        finally:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+    messages = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(messages) == 2 and "permission denied" in messages[0]  # twice: round trip

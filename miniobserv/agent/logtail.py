@@ -54,7 +54,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -127,7 +127,7 @@ class Checkpoint:
 class Chunk:
     """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint."""
 
-    lines: Sequence[LogLine]
+    lines: tuple[LogLine, ...]
     checkpoint: Checkpoint
 
     def to_entries(self, host: str) -> list[LogEntry]:
@@ -160,6 +160,7 @@ class _File:
     held_bytes: int = 0
     in_traceback: bool = False
     draining: bool = False  # no longer at a matched path: read to the end, then close
+    renamed: bool = False  # rotated to another matched path: older lines than the new file's
     truncated: bool = False  # shrank or changed under us: restart at 0 once flushed
     last_size: int = 0
     last_growth: float = 0.0
@@ -216,7 +217,7 @@ class Tailer:
         self._closed: set[Ident] = set()
         self._warned: set[str] = set()
         self._seq = self._committed_seq = 0
-        self._started = False
+        self._started = self._shut = False
         self._dirty = False
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         self._known_patterns, self._committed = _load_state(self.state_path)
@@ -226,12 +227,14 @@ class Tailer:
     def poll(self, max_lines: int = MAX_BATCH, max_bytes: int = MAX_CHUNK_BYTES) -> Chunk:
         """Read what is new: at most ``max_lines`` lines and about ``max_bytes`` of text.
 
-        A single line may exceed ``max_bytes`` (never 64 KiB). Never raises for a file that
-        cannot be read; such files are logged and skipped.
+        Reading stops once ``max_bytes`` of message text are reached, so a chunk may pass it by
+        one entry (at most 64 KiB). Files that cannot be read are logged and skipped.
         """
         if max_lines < 1:
             raise ValueError("max_lines must be at least 1")
         with self._lock:
+            if self._shut:
+                raise RuntimeError("poll() on a closed Tailer")
             self._scan(startup=not self._started)
             self._started = True
             budget, lines = _Budget(max_lines, max_bytes), list[LogLine]()
@@ -266,6 +269,7 @@ class Tailer:
             for f in self._files.values():
                 os.close(f.fd)
             self._files.clear()
+            self._shut = True
 
     def __enter__(self) -> Tailer:
         return self
@@ -279,13 +283,16 @@ class Tailer:
         """Match the patterns, notice rotations and truncations, open new files."""
         matched = self._match()
         for ident, f in list(self._files.items()):
-            if ident in matched:
-                f.path, f.draining = matched[ident][0], False
-                self._check_size(f, matched[ident][1])
+            if ident in matched:  # ``path`` stays the name the lines were written under
+                f.draining, f.renamed = False, matched[ident][0] != f.path
+                self._guarded(f, self._check_size, f, matched[ident][1])
             elif not f.draining:
                 log.info("log file %s was rotated or removed; reading it to its end", f.path)
                 f.draining = True
         if startup:
+            # Record the patterns now: a file that appears under them later, even while the
+            # agent is stopped, is then read from its start.
+            self._dirty = self._dirty or frozenset(self.patterns) != self._known_patterns
             self._restore(matched)
         for ident, (path, st, known) in matched.items():
             if ident not in self._files:
@@ -334,19 +341,36 @@ class Tailer:
         if fd is None:
             return None
         f = _File(fd=fd, path=path, ident=ident, done=0, last_growth=self._clock())
-        if isinstance(start, FilePosition):
-            f.path, f.done, f.fp_len, f.fp = start.path, start.offset, start.fp_len, start.fp
-            self._check_size(f, st)
-        else:
-            f.done = _end_of_last_line(fd, st.st_size, self.BLOCK) if start == "end" else 0
-            f.fp_len, f.fp = fingerprint(fd)
-            log.info("following log file %s from its %s", path, start)
-            self._committed[ident] = f.position()
-            self._dirty = True
-        f.last_size = st.st_size
         self._files[ident] = f
         self._closed.discard(ident)
+        if isinstance(start, FilePosition):
+            f.path, f.done, f.fp_len, f.fp = start.path, start.offset, start.fp_len, start.fp
+            f.renamed = path != start.path
+            return f if self._guarded(f, self._check_size, f, st) else None
+        if not self._guarded(f, self._start_at, f, st.st_size, start):
+            return None
+        log.info("following log file %s from its %s", path, start)
+        self._committed[ident] = f.position()
+        self._dirty = True
         return f
+
+    def _start_at(self, f: _File, size: int, start: str) -> None:
+        f.done = _end_of_last_line(f.fd, size, self.BLOCK) if start == "end" else 0
+        f.fp_len, f.fp = fingerprint(f.fd)
+        f.last_size = size
+
+    def _guarded(self, f: _File, action: Callable[..., object], *args: Any) -> bool:
+        """Run ``action``; on an I/O error, log it and stop following ``f``."""
+        try:
+            action(*args)
+        except OSError as err:
+            self._stop(f, err)
+            return False
+        return True
+
+    def _stop(self, f: _File, err: OSError) -> None:
+        log.warning("stopped reading log file %s: %s", f.path, err.strerror or err)
+        self._close(f)
 
     def _open(self, path: str, ident: Ident) -> int | None:
         try:
@@ -410,7 +434,7 @@ class Tailer:
                     or st.st_size < f.read_pos):
                 continue
             fd = self._open(path, ident)
-            if fd is not None and fingerprint(fd, f.fp_len) == (f.fp_len, f.fp):
+            if fd is not None and _same_head(fd, f.fp_len, f.fp):
                 return fd, ident
             if fd is not None:
                 os.close(fd)
@@ -430,9 +454,20 @@ class Tailer:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if st.st_dev == saved.dev and stat.S_ISREG(st.st_mode):
+            if st.st_dev == saved.dev and stat.S_ISREG(st.st_mode) and \
+                    self._has_head(entry.path, saved):
                 return entry.path, st
         return None
+
+    def _has_head(self, path: str, saved: FilePosition) -> bool:
+        """Does the file at ``path`` still start with the saved fingerprinted bytes?"""
+        fd = self._open(path, saved.ident)
+        if fd is None:
+            return False
+        try:
+            return _same_head(fd, saved.fp_len, saved.fp)
+        finally:
+            os.close(fd)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -440,8 +475,8 @@ class Tailer:
         """Rotated files first (their lines are older), then the others, rotating the start
         so that one busy file cannot starve the rest."""
         files = list(self._files.values())
-        draining = [f for f in files if f.draining]
-        live = [f for f in files if not f.draining]
+        draining = [f for f in files if f.draining or f.renamed]
+        live = [f for f in files if not (f.draining or f.renamed)]
         if live:
             turn = self._seq % len(live)
             live = live[turn:] + live[:turn]
@@ -453,12 +488,12 @@ class Tailer:
             if not budget.allows(2):
                 return
             self._flush(f, out, read_time, budget)
-            f.restart()
+            if not self._guarded(f, f.restart):
+                return
         try:
             at_end = self._read_lines(f, budget, out, read_time)
         except OSError as err:
-            log.warning("stopped reading log file %s: %s", f.path, err.strerror)
-            self._close(f)
+            self._stop(f, err)
             return
         if not at_end:
             return
@@ -548,8 +583,9 @@ class Tailer:
             self._emit_held(f, out, read_time, budget)
 
     def _close(self, f: _File) -> None:
-        os.close(f.fd)
-        del self._files[f.ident]
+        with contextlib.suppress(OSError):
+            os.close(f.fd)
+        self._files.pop(f.ident, None)
         self._closed.add(f.ident)
 
     # --- state file ------------------------------------------------------------------------
@@ -575,6 +611,13 @@ def fingerprint(fd: int, length: int = FP_BYTES) -> tuple[int, str]:
     """``(n, digest)`` of the first ``n <= length`` bytes of an open file."""
     head = os.pread(fd, length, 0)
     return len(head), hashlib.blake2b(head, digest_size=16).hexdigest()
+
+
+def _same_head(fd: int, length: int, digest: str) -> bool:
+    try:
+        return fingerprint(fd, length) == (length, digest)
+    except OSError:
+        return False
 
 
 def _expand(pattern: str) -> list[str]:

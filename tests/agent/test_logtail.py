@@ -143,6 +143,15 @@ def test_file_created_while_stopped_under_a_known_pattern_is_read_from_its_start
         assert drain(t) == []
 
 
+def test_pattern_matching_nothing_at_first_start_is_remembered(logs: Path, state: Path,
+                                                               clock: Clock) -> None:
+    with tailer(logs / "*.log", state, clock) as t:
+        assert drain(t) == []
+    write(logs / "first.log", numbered(0, 2))  # appears while the agent is down
+    with tailer(logs / "*.log", state, clock) as t:
+        assert numbers(drain(t)) == [0, 1]
+
+
 # --- partial lines, limits, content ----------------------------------------------------------
 
 
@@ -448,9 +457,8 @@ def test_rotated_copy_matching_the_pattern_is_not_read_twice(logs: Path, state: 
         writer.reopen()
         writer.lines(5, 8)
         got = drain(t)
-    assert numbers(got) == list(range(8))
-    assert [line.path for line in got] == [str(logs / "app.log")] * 5 + \
-        [str(logs / "app.log")] * 3
+    assert numbers(got) == list(range(8))  # the renamed file first: its lines are older
+    assert {line.path for line in got} == {str(logs / "app.log")}  # the name written to
 
 
 # --- state file ------------------------------------------------------------------------------
@@ -482,9 +490,26 @@ def test_unreadable_state_file_is_ignored_and_replaced(logs: Path, state: Path, 
     assert len(json.loads((state / STATE_FILE).read_text())["files"]) == 1
 
 
+def test_only_regular_files_are_followed(logs: Path, state: Path, clock: Clock) -> None:
+    (logs / "dir.log").mkdir()
+    os.mkfifo(logs / "fifo.log")  # opening a FIFO would block the agent
+    (logs / "dangling.log").symlink_to(logs / "nowhere")
+    with tailer(logs / "*.log", state, clock) as t:
+        assert drain(t) == []
+        write(logs / "nowhere", "now it exists\n")
+        write(logs / "dir.log" / "inner", "not matched\n")
+        assert texts(t.poll()) == ["now it exists"]
+
+
+def test_poll_after_close_is_refused(logs: Path, state: Path, clock: Clock) -> None:
+    t = tailer(logs / "*.log", state, clock)
+    t.close()
+    with pytest.raises(RuntimeError):
+        t.poll()
+
+
 def test_unreadable_log_file_is_skipped_and_logged(logs: Path, state: Path, clock: Clock,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    (logs / "dir.log").mkdir()
     secret = logs / "secret.log"
     secret.write_text("x\n")
     secret.chmod(0)

@@ -29,9 +29,11 @@ class Counting:
     def __init__(self, n: int = 1) -> None:
         self.n = n
         self.passes = 0
+        self.collected = threading.Event()
 
     def collect(self) -> list[Metric]:
         self.passes += 1
+        self.collected.set()
         return metrics(self.n)
 
 
@@ -40,6 +42,12 @@ def make_runner(url: str, collector: Counting | None = None, *, interval: float 
     sender = Sender(url, SECRET, timeout=5.0)
     return Runner("web-01", Registry([collector or Counting()]), sender, interval,
                   shutdown_timeout)
+
+
+def first_pass_done(runner: Runner) -> bool:
+    """Wait for the collector thread's first pass (it runs as soon as the runner starts)."""
+    return all(c.collected.wait(10) for c in runner.registry.collectors
+               if isinstance(c, Counting))
 
 
 @pytest.mark.parametrize("count,sizes", [
@@ -102,6 +110,7 @@ def test_drain_is_bounded_when_the_server_is_down(caplog):
     for _ in range(4):
         runner.enqueue(MetricBatch("web-01", metrics(1)))
     runner.start()
+    assert first_pass_done(runner)
     with caplog.at_level(logging.ERROR):
         drained = runner.stop()
     assert drained is False
@@ -110,14 +119,18 @@ def test_drain_is_bounded_when_the_server_is_down(caplog):
     assert "5 batches not delivered" in caplog.text
 
 
-def test_drain_with_a_full_queue_still_ends(caplog):
+def test_drain_with_a_full_queue_still_ends():
     runner = make_runner(f"http://127.0.0.1:{free_port()}", shutdown_timeout=0.3)
-    runner.start()
-    while runner.queue.qsize() < Runner.QUEUE_SIZE:
+    for _ in range(Runner.QUEUE_SIZE):
         runner.enqueue(MetricBatch("web-01", metrics(1)))
+    runner.start()
+    assert first_pass_done(runner)
     assert runner.stop() is False
     assert not any(thread.is_alive() for thread in runner.threads)
-    assert runner.lost == Runner.QUEUE_SIZE + 1  # the one in flight too
+    # Ten queued plus the first pass's batch: each was either lost or dropped, none sent.
+    assert runner.sent == 0
+    assert runner.lost + runner.dropped == Runner.QUEUE_SIZE + 1
+    assert runner.lost >= Runner.QUEUE_SIZE
 
 
 class ExplodingOnce:
@@ -142,6 +155,7 @@ def test_sender_thread_survives_an_exception(caplog):
     runner.enqueue(MetricBatch("web-01", metrics(1)))
     with caplog.at_level(logging.ERROR):
         runner.start()
+        assert first_pass_done(runner)
         assert runner.stop() is True
     assert len(sender.sent) == 2 and runner.sent == 1
     assert "sending a batch failed" in caplog.text
@@ -158,5 +172,6 @@ def test_a_failing_collector_does_not_stop_the_pass(server):
     runner = Runner("web-01", Registry([Flaky(), Counting(2)]),
                     Sender(server.url, SECRET), 3600.0, 5.0)
     runner.start()
+    assert first_pass_done(runner)
     runner.stop()
     assert len(server.received[0].body["metrics"]) == 2

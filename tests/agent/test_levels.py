@@ -204,8 +204,9 @@ def test_deeply_nested_json_falls_through() -> None:
 # --- time ---------------------------------------------------------------------------------------
 
 
-def at(*fields: int, tz: timezone = UTC) -> datetime:
-    return datetime(*fields, tzinfo=tz).astimezone(UTC)
+def at(year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0,
+       micro: int = 0, tz: timezone = UTC) -> datetime:
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
 
 
 TIME_TABLE = [

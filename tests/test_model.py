@@ -364,7 +364,8 @@ def test_metric_schema_refuses_what_the_parser_refuses(override: dict[str, Any],
                                                        field: str) -> None:
     with pytest.raises(ma.ValidationError) as info:
         MetricBatchSchema().load(metric_batch(**override))
-    assert field in info.value.messages["metrics"][0]  # type: ignore[index]
+    messages: Any = info.value.messages
+    assert field in messages["metrics"][0]
 
 
 def test_log_schema_maps_source_to_path() -> None:

@@ -9,7 +9,12 @@ status is gunicorn's "app failed to load", so the master stops instead of respaw
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from flask import Flask
 
@@ -18,6 +23,8 @@ from miniobserv.errors import MiniObservError
 from miniobserv.server.app import create_app
 
 APP_LOAD_ERROR = 4  # gunicorn.arbiter.Arbiter.APP_LOAD_ERROR
+FOLLOWER_WAIT_S = 1.0
+FOLLOWER_EXIT = 1  # any status but gunicorn's 3 and 4, which would halt it a second time
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
@@ -33,8 +40,47 @@ def load() -> Flask:
         configure_logging(config.log_level)
         return create_app(config)
     except MiniObservError as err:
-        print(f"miniobserv: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(APP_LOAD_ERROR) from None
+        fail(f"miniobserv: {err}")
+
+
+def fail(message: str) -> None:
+    """Print ``message`` once per gunicorn master and exit with its "app failed to load".
+
+    When several workers exit with that status at once, gunicorn (27) raises a second
+    HaltServer while stopping and prints a traceback. So only the first failing worker of a
+    master reports and exits with that status; the others wait for the master's SIGTERM,
+    which ends them quietly, and exit with FOLLOWER_EXIT if it came too early to end them.
+    """
+    if is_first_failure():
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(APP_LOAD_ERROR)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # gunicorn's handler would only flag it
+    time.sleep(FOLLOWER_WAIT_S)
+    raise SystemExit(FOLLOWER_EXIT)
+
+
+def is_first_failure() -> bool:
+    """True outside gunicorn, and in the first worker of a gunicorn master to ask."""
+    if "gunicorn.arbiter" not in sys.modules:  # imported directly, not by a gunicorn worker
+        return True
+    parent = os.getppid()
+    marker = Path(tempfile.gettempdir()) / f"miniobserv-load-error-{parent}-{_start_of(parent)}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:  # no writable temp dir: report from every worker rather than none
+        return True
+    return True
+
+
+def _start_of(pid: int) -> str:
+    """The kernel's start time of ``pid``, so that a reused pid names another marker."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rpartition(")")[2].split()[19]
 
 
 app = load()

@@ -16,6 +16,7 @@ import marshmallow as ma
 from marshmallow.exceptions import SCHEMA
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from miniobserv.errors import ValidationError
 from miniobserv.server.storage.base import StorageUnavailable
@@ -76,7 +77,7 @@ def first_marshmallow_message(messages: Any, path: str = "") -> tuple[str, str]:
     return path, str(messages) if messages else "is invalid"
 
 
-def _handle_http_exception(err: HTTPException) -> Response:
+def _handle_http_exception(err: HTTPException) -> WerkzeugResponse:
     response = err.get_response()  # keeps headers such as Allow on a 405
     message = (err.name or "error").lower()
     if err.code == 413:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.datastructures import MultiDict
 
 from miniobserv.errors import ValidationError
 from miniobserv.model import (
@@ -29,14 +30,6 @@ bp = Blueprint("metrics", __name__, url_prefix="/api/v1/metrics")
 MAX_RANGE = timedelta(days=30)
 DEFAULT_BUCKET = "1m"
 DEFAULT_AGG = "avg"
-
-
-class QueryArgs(Protocol):
-    """What the parser needs of ``request.args`` (a werkzeug MultiDict)."""
-
-    def get(self, key: str, default: Any = None) -> Any: ...
-
-    def getlist(self, key: str) -> list[str]: ...
 
 
 @bp.post("")
@@ -84,7 +77,7 @@ def _points(points: Sequence[Point]) -> list[dict[str, Any]]:
 # --- query parameters ----------------------------------------------------------------------
 
 
-def parse_metric_query(args: QueryArgs) -> MetricQuery:
+def parse_metric_query(args: MultiDict[str, str]) -> MetricQuery:
     """Validate the query-string parameters; raise ValidationError naming the parameter."""
     host = check_host(_required(args, "host"))
     name = check_name(_required(args, "name"))
@@ -101,7 +94,7 @@ def parse_metric_query(args: QueryArgs) -> MetricQuery:
                        group_by=_group_by(args.get("group_by")))
 
 
-def _required(args: QueryArgs, key: str) -> str:
+def _required(args: MultiDict[str, str], key: str) -> str:
     value = args.get(key)
     if value is None:
         raise ValidationError(key, "is required")
@@ -115,7 +108,7 @@ def _query_time(text: str, key: str) -> Any:
     return parse_time(text, key)
 
 
-def _choice(args: QueryArgs, key: str, default: str, allowed: Sequence[str]) -> str:
+def _choice(args: MultiDict[str, str], key: str, default: str, allowed: Sequence[str]) -> str:
     value = args.get(key, default)
     if value not in allowed:
         raise ValidationError(key, f"must be one of {', '.join(allowed)}")

@@ -92,7 +92,9 @@ class LogsRepository(Protocol):
 class Repositories(Protocol):
     """Everything the server stores, opened once per process (after gunicorn's fork)."""
 
-    metrics: MetricsRepository
+    @property
+    def metrics(self) -> MetricsRepository:  # read-only, so implementations may narrow it
+        ...
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query now."""

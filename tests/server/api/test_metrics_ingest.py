@@ -28,8 +28,8 @@ LIMIT = 4096
 
 
 def post_raw(client: FlaskClient, tokens: Tokens, data: bytes, gzipped: bool = False,
-             **headers: str) -> TestResponse:
-    all_headers = {**tokens.auth("ingest"), **headers}
+             headers: dict[str, str] | None = None) -> TestResponse:
+    all_headers = {**tokens.auth("ingest"), **(headers or {})}
     if gzipped:
         all_headers["Content-Encoding"] = "gzip"
     return client.post(URL, data=data, headers=all_headers,
@@ -370,7 +370,7 @@ def test_gzip_trailing_zero_padding_is_tolerated(client: FlaskClient, tokens: To
 
 def test_content_encoding_is_case_insensitive(client: FlaskClient, tokens: Tokens) -> None:
     data = gzip.compress(json.dumps(batch()).encode())
-    response = post_raw(client, tokens, data, **{"Content-Encoding": "GZIP"})
+    response = post_raw(client, tokens, data, headers={"Content-Encoding": "GZIP"})
     assert response.status_code == 202
 
 
@@ -383,7 +383,7 @@ def test_gzip_without_content_encoding_is_not_json(client: FlaskClient,
 @pytest.mark.parametrize("encoding", ["br", "deflate", "compress"])
 def test_unsupported_encoding_is_415(client: FlaskClient, tokens: Tokens,
                                      encoding: str) -> None:
-    response = post_raw(client, tokens, b"{}", **{"Content-Encoding": encoding})
+    response = post_raw(client, tokens, b"{}", headers={"Content-Encoding": encoding})
     assert error_of(response, 415).startswith("Content-Encoding: ")
 
 
@@ -394,7 +394,7 @@ def _run_raw(client: FlaskClient, environ: dict[str, Any]) -> tuple[int, bytes]:
 
 
 def _environ(tokens: Tokens, stream: Any) -> dict[str, Any]:
-    builder = EnvironBuilder(path=URL, method="POST", headers=tokens.auth())
+    builder = EnvironBuilder(path=URL, method="POST", headers=list(tokens.auth().items()))
     environ = builder.get_environ()
     environ["wsgi.input"] = stream
     return environ

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import marshmallow as ma
-from marshmallow.exceptions import SCHEMA
 from flask import Flask, Response, jsonify, request
+from marshmallow.exceptions import SCHEMA
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 

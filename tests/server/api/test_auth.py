@@ -175,3 +175,28 @@ def test_token_is_never_logged(client: FlaskClient, tokens: Tokens,
     post_batch(client, tokens.header(good))
     assert bad not in caplog.text and good not in caplog.text
     assert tokens.secret not in caplog.text
+
+
+def _dashboard_client(dashboard_auth: str) -> FlaskClient:
+    from miniobserv.config import ServerConfig
+    from miniobserv.server.api.auth import require_dashboard
+    from miniobserv.server.app import create_app
+    from tests.server.api.conftest import SECRET
+
+    config = ServerConfig(agent_token=SECRET, auto_migrate=False, dashboard_auth=dashboard_auth)
+    app = create_app(config, FakeRepositories())
+    app.add_url_rule("/dashboard-probe", "dashboard_probe",
+                     require_dashboard(lambda: {"seen": True}))
+    return app.test_client()
+
+
+def test_dashboard_endpoints_are_public_by_default(tokens: Tokens) -> None:
+    assert _dashboard_client("none").get("/dashboard-probe").get_json() == {"seen": True}
+
+
+def test_dashboard_auth_token_requires_a_read_token(tokens: Tokens) -> None:
+    client = _dashboard_client("token")
+    assert_unauthorized(client.get("/dashboard-probe"))
+    assert client.get("/dashboard-probe", headers=tokens.auth("ingest")).status_code == 403
+    assert client.get("/dashboard-probe", headers=tokens.auth("read")).status_code == 200
+    assert client.get("/dashboard-probe", headers=tokens.auth()).status_code == 200

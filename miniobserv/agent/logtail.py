@@ -18,7 +18,8 @@ it has not grown for :attr:`Tailer.ROTATED_GRACE` seconds (writers that reopen l
 read); its partial last line, if any, is then shipped as it is — the writer is gone. Copytruncate
 and truncation (the file is shorter than the read position, or its first bytes changed): reading
 restarts at 0, after the lines past the read position are taken from the copy (a sibling file
-with the same first bytes, e.g. ``app.log.1``) when one is found. After a restart, a saved file
+with the same first bytes, e.g. ``app.log.1``) when one is found; without a copy, a partial last
+line already read is shipped as it is. After a restart, a saved file
 that is no longer at its path is looked for by inode (renamed rotation) or by its first bytes
 (copytruncate) in its directory. A saved position also stores a fingerprint of the file's first
 bytes, so a recycled inode is recognised as a new file. Patterns should match live files only
@@ -37,7 +38,15 @@ At-least-once: :meth:`Tailer.poll` returns a :class:`Chunk` with the lines and a
 ``os.replace``) once the server acknowledged the batch. Checkpoints are cumulative: committing
 the newest covers the older ones, and committing an older one after a newer one is ignored.
 Lines that were polled but not committed are read again after a restart; the server's
-``batch_id`` dedup makes a retried batch count once.
+``batch_id`` dedup makes a retried batch count once. A chunk must not be dropped on the agent
+side (a later commit would cover its lines): poll only when the send queue has room, the files
+themselves are the buffer::
+
+    chunk = tailer.poll()                      # at most 1000 lines, about 1 MiB of text
+    if chunk.lines:
+        batch = LogBatch(host, chunk.to_entries(host), batch_id=uuid.uuid4())
+        ...                                    # send; on 2xx, or a permanent 4xx:
+        tailer.commit(chunk.checkpoint)        # in the order the chunks were polled
 """
 
 from __future__ import annotations

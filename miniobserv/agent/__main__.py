@@ -54,8 +54,6 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"miniobserv agent: configuration error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
-    log.info("agent started: host=%s interval=%gs collectors=%s server=%s", config.host,
-             runner.interval, ",".join(runner.registry.names), config.server_url)
     stop = threading.Event()
     install_stop_handlers(stop, runner)
     return run(runner, stop)

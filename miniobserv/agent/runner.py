@@ -34,6 +34,7 @@ class BatchSender(Protocol):
     drain.
     """
 
+    server_url: str
     stop: threading.Event
     deadline: float | None
 
@@ -95,6 +96,8 @@ class Runner:
         self._sender = threading.Thread(target=self._send_loop, name="sender", daemon=True)
         self._sender.start()
         self._collector.start()
+        log.info("agent started: host=%s interval=%gs collectors=%s server=%s", self.host,
+                 self.interval, ",".join(self.registry.names), self.sender.server_url)
 
     def collect_once(self) -> int:
         """Run every collector once and enqueue the result; returns the batches enqueued."""

@@ -23,10 +23,11 @@ START_TIMEOUT_S = 60
 class LoggedProcess:
     """A child process whose stderr (merged with stdout) is collected line by line."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str],
+                 cwd: str | os.PathLike[str] | None = None) -> None:
         self.lines: list[str] = []
         self._changed = threading.Condition()
-        self.proc = subprocess.Popen(args, env={**os.environ, **env}, text=True,
+        self.proc = subprocess.Popen(args, env={**os.environ, **env}, text=True, cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -137,6 +137,7 @@ class ExplodingOnce:
     """A sender with a bug on its first batch; the runner must keep going."""
 
     def __init__(self) -> None:
+        self.server_url = "http://127.0.0.1:9"
         self.stop = threading.Event()
         self.deadline: float | None = None
         self.sent: list[Batch] = []

@@ -1,0 +1,135 @@
+"""``miniobserv demo``: the server on the embedded SQLite default plus an agent for this host.
+
+Both run in this one process (the server in a werkzeug thread, the agent's two threads
+beside it). Without ``AGENT_TOKEN`` a random secret is generated and never printed; what is
+printed is the dashboard URL, a read-only token and a curl line showing this host's CPU.
+Ctrl-C (or SIGTERM) stops the agent (with its drain), then the server; exit status 0.
+An entry point, so it may import both the server and the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from miniobserv.agent.runner import Runner
+from miniobserv.config import AgentConfig, ServerConfig
+from miniobserv.errors import ConfigError
+from miniobserv.model import format_time
+from miniobserv.tokens import mint_token
+
+log = logging.getLogger("miniobserv.demo")
+
+READ_TOKEN_TTL = timedelta(hours=24)
+
+
+def demo_configs(environ: Mapping[str, str]) -> tuple[ServerConfig, AgentConfig]:
+    """The server's and the agent's settings from one environment.
+
+    A missing ``AGENT_TOKEN`` becomes a random secret; the agent's ``SERVER_URL`` is the
+    server's own address. Raises ConfigError naming the first bad variable.
+    """
+    env = dict(environ)
+    if not env.get("AGENT_TOKEN", "").strip():
+        env["AGENT_TOKEN"] = secrets.token_urlsafe(32)
+    server = ServerConfig.from_env(env)
+    host, port = server.listen_addr
+    env["SERVER_URL"] = f"http://{connect_host(host)}:{port}"
+    return server, AgentConfig.from_env(env)
+
+
+def connect_host(listen_host: str) -> str:
+    """Where a local client reaches a server listening on ``listen_host``."""
+    if listen_host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{listen_host}]" if ":" in listen_host else listen_host
+
+
+def banner(agent: AgentConfig, database_url: str, now: datetime | None = None) -> str:
+    """What the demo prints: URL, a read token and a curl line for this host's CPU."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    token = mint_token(agent.agent_token, ttl=READ_TOKEN_TTL, scope="read",
+                       issuer="miniobserv")
+    query = urlencode({"host": agent.host, "name": "cpu.usage_pct", "label": "core:total",
+                       "from": format_time(now - timedelta(minutes=5)),
+                       "to": format_time(now + READ_TOKEN_TTL)}, safe=":")
+    seconds = agent.collect_interval.total_seconds()
+    return "\n".join([
+        f"MiniObserv demo: server and agent for host {agent.host!r} "
+        f"(database: {database_url})",
+        f"  Dashboard:  {agent.server_url}/",
+        f"  Read token: {token}",
+        f"  This host's CPU (the first point arrives after {seconds:g}s):",
+        f'    curl -H "Authorization: Bearer {token}" '
+        f'"{agent.server_url}/api/v1/metrics/query?{query}"',
+        "Ctrl-C stops both.",
+    ])
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """Run the demo until SIGINT or SIGTERM; the exit status."""
+    try:
+        server_config, agent_config = demo_configs(os.environ if environ is None else environ)
+        runner = Runner.from_config(agent_config)
+    except ConfigError as err:
+        print(f"miniobserv demo: configuration error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=agent_config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("werkzeug", "alembic"):  # no line per agent POST or migration step
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        server, repos = start_server(server_config)
+    except OSError as err:
+        host, port = server_config.listen_addr
+        print(f"miniobserv demo: cannot listen on {host}:{port}: {err.strerror or err}",
+              file=sys.stderr)
+        return 1
+    serving = threading.Thread(target=server.serve_forever, name="server", daemon=True)
+    serving.start()
+    runner.start()
+    print(banner(agent_config, server_config.database_url), flush=True)
+    wait_for_signal()
+    print("stopping the agent and the server…", flush=True)
+    runner.stop()
+    server.shutdown()
+    serving.join()
+    server.server_close()
+    repos.close()
+    return 0
+
+
+def start_server(config: ServerConfig) -> tuple[Any, Any]:
+    """Migrate the store, build the app and bind a threaded werkzeug server to it."""
+    from werkzeug.serving import make_server
+
+    from miniobserv.server.app import create_app, open_store
+
+    repos = open_store(config)
+    host, port = config.listen_addr
+    try:
+        server = make_server(host, port, create_app(config, repos), threaded=True)
+    except OSError:
+        repos.close()
+        raise
+    return server, repos
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM (Ctrl-C ends the demo, not with a traceback)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

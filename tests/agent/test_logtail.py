@@ -376,6 +376,22 @@ def test_only_committed_positions_survive_a_restart(logs: Path, state: Path, clo
         assert numbers(drain(t)) == list(range(5, 10))  # at least once
 
 
+def test_unacked_lines_of_a_rotated_file_are_read_again_after_a_restart(
+        logs: Path, state: Path, clock: Clock, writer: Writer) -> None:
+    with tailer(logs / "*.log", state, clock) as t:
+        drain(t)
+        writer.lines(0, 4)
+        t.commit(t.poll().checkpoint)
+        writer.lines(4, 8)
+        rotate_by_rename(logs)
+        writer.reopen()
+        writer.lines(8, 10)
+        unacked = t.poll()  # the agent stops before the server answers
+    assert numbers(list(unacked.lines)) == list(range(4, 10))
+    with tailer(logs / "*.log", state, clock) as t:
+        assert numbers(drain(t)) == list(range(4, 10))
+
+
 def test_older_checkpoint_after_a_newer_one_is_ignored(logs: Path, state: Path, clock: Clock,
                                                        writer: Writer) -> None:
     with tailer(logs / "app.log", state, clock) as t:

@@ -105,7 +105,8 @@ class StubHandler(BaseHTTPRequestHandler):
 
     @property
     def settings(self) -> StubSettings:
-        return self.server.settings  # type: ignore[attr-defined, no-any-return]
+        settings: StubSettings = getattr(self.server, "settings")  # noqa: B009 - set below
+        return settings
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path in ("/healthz", "/readyz"):

@@ -54,6 +54,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"miniobserv agent: configuration error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
+    logging.captureWarnings(True)  # e.g. pyjwt's note on short secrets: one log line
     stop = threading.Event()
     install_stop_handlers(stop, runner)
     return run(runner, stop)

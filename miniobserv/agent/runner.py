@@ -132,7 +132,7 @@ class Runner:
             self._drain(self._sender, deadline)
         self.lost += sum(isinstance(item, MetricBatch) for item in list(self.queue.queue))
         if self.lost:
-            log.error("shutdown: %d batches not delivered within %.0fs", self.lost,
+            log.error("shutdown: %d batches not delivered (drain bound %gs)", self.lost,
                       self.shutdown_timeout)
         log.info("agent stopped: %d batches sent, %d dropped, %d lost", self.sent,
                  self.dropped, self.lost)

@@ -51,7 +51,7 @@ def backoff_delay(attempt: int, rand: Callable[[], float] = random.random,
     count as 1. ``rand`` returns a float in [0, 1]: 0 gives the shortest wait, 1 the longest.
     """
     exponent = min(max(attempt, 1) - 1, MAX_EXPONENT)
-    delay = min(cap, base * 2 ** exponent)
+    delay = min(cap, base * 2.0 ** exponent)
     return min(cap, delay * (1 + jitter * (2 * rand() - 1)))
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from miniobserv.agent.__main__ import main
+from tests.agent.helpers import free_port
+from tests.agent.processes import start_agent
 
 GOOD = {"SERVER_URL": "http://127.0.0.1:9", "AGENT_TOKEN": "0123456789abcdef-secret"}
 
@@ -39,3 +42,17 @@ def test_configuration_error_from_the_real_command_has_no_traceback():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "miniobserv agent: configuration error: SERVER_URL is required"]
+
+
+@pytest.mark.integration
+def test_a_second_signal_cuts_a_long_drain_short():
+    agent = start_agent(f"http://127.0.0.1:{free_port()}", SHUTDOWN_TIMEOUT="120s")
+    try:
+        assert agent.wait_for("not sent"), agent.output
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.wait_for("stopping: draining"), agent.output
+    finally:
+        status = agent.terminate()  # the second SIGTERM
+    assert status == 0, agent.output
+    assert "second SIGTERM: giving up the drain" in agent.output
+    assert "not delivered (drain bound 120s)" in agent.output

@@ -139,8 +139,8 @@ class DiskCollector:
             raise
 
 
-def _disk_io(perdisk: bool = True) -> dict[str, Any]:
-    return psutil.disk_io_counters(perdisk=perdisk) or {}
+def _disk_io() -> dict[str, Any]:
+    return psutil.disk_io_counters(perdisk=True) or {}
 
 
 class DiskIoCollector:

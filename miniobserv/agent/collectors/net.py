@@ -11,8 +11,8 @@ from miniobserv.agent.collectors.base import Clock, CounterDeltas, utc_now
 from miniobserv.model import Metric
 
 
-def _net_io(pernic: bool = True) -> dict[str, Any]:
-    return psutil.net_io_counters(pernic=pernic) or {}
+def _net_io() -> dict[str, Any]:
+    return psutil.net_io_counters(pernic=True) or {}
 
 
 def is_loopback(iface: str) -> bool:

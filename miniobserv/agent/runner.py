@@ -13,8 +13,8 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 from miniobserv.agent.collectors import Registry, default_collectors
 from miniobserv.agent.sender import Batch, Sender, SendResult
@@ -39,6 +39,17 @@ class BatchSender(Protocol):
     deadline: float | None
 
     def send(self, batch: Batch) -> SendResult: ...
+
+
+class Outgoing(NamedTuple):
+    """A queued batch and what to call once it is settled (sent, or dropped as permanent).
+
+    ``on_done`` lets a log tailer commit its read position only after the server's answer;
+    it is not called for a batch that shutdown left unsent.
+    """
+
+    batch: Batch
+    on_done: Callable[[SendResult], None] | None = None
 
 
 def split_batches(host: str, metrics: Sequence[Metric],
@@ -104,17 +115,22 @@ class Runner:
         metrics = self.registry.collect()
         return sum(self.enqueue(batch) for batch in split_batches(self.host, metrics))
 
-    def enqueue(self, batch: MetricBatch) -> bool:
+    def enqueue(self, batch: Batch,
+                on_done: Callable[[SendResult], None] | None = None) -> bool:
         """Queue a batch without blocking; when full, drop it (the newest) and count it."""
         try:
-            self.queue.put_nowait(batch)
+            self.queue.put_nowait(Outgoing(batch, on_done))
         except queue.Full:
             self.dropped += 1
-            log.warning("queue full (%d batches): dropped the newest batch of %d metrics "
-                        "(%d dropped so far)", self.QUEUE_SIZE, len(batch.metrics),
-                        self.dropped)
+            size = len(batch.metrics) if isinstance(batch, MetricBatch) else len(batch.entries)
+            log.warning("queue full (%d batches): dropped the newest batch of %d items "
+                        "(%d dropped so far)", self.QUEUE_SIZE, size, self.dropped)
             return False
         return True
+
+    def has_room(self) -> bool:
+        """True when a batch enqueued now would not be dropped (for sources that can wait)."""
+        return not self.queue.full()
 
     def stop(self) -> bool:
         """Stop collecting now, drain the queue within ``shutdown_timeout``; True if drained.
@@ -130,7 +146,7 @@ class Runner:
             self._collector.join(max(0.0, deadline - time.monotonic()))
         if self._sender is not None:
             self._drain(self._sender, deadline)
-        self.lost += sum(isinstance(item, MetricBatch) for item in list(self.queue.queue))
+        self.lost += sum(isinstance(item, Outgoing) for item in list(self.queue.queue))
         if self.lost:
             log.error("shutdown: %d batches not delivered (drain bound %gs)", self.lost,
                       self.shutdown_timeout)
@@ -166,7 +182,7 @@ class Runner:
             item = self.queue.get()
             try:
                 if item is _SENTINEL or self.sender.stop.is_set():
-                    if isinstance(item, MetricBatch):
+                    if isinstance(item, Outgoing):
                         self.lost += 1
                     return
                 self._send(item)
@@ -176,9 +192,12 @@ class Runner:
                 self.queue.task_done()
 
     def _send(self, item: object) -> None:
-        assert isinstance(item, MetricBatch)
-        result = self.sender.send(item)
+        assert isinstance(item, Outgoing)
+        result = self.sender.send(item.batch)
+        if result.outcome == "aborted":
+            self.lost += 1
+            return
         if result.is_sent:
             self.sent += 1
-        elif result.outcome == "aborted":
-            self.lost += 1
+        if item.on_done is not None:
+            item.on_done(result)

@@ -56,3 +56,13 @@ def test_a_second_signal_cuts_a_long_drain_short():
     assert status == 0, agent.output
     assert "second SIGTERM: giving up the drain" in agent.output
     assert "not delivered (drain bound 120s)" in agent.output
+
+
+@pytest.mark.parametrize("module", ["miniobserv.agent.__main__", "miniobserv.stubserver"])
+def test_agent_and_stub_never_import_the_server(module):
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in sys.modules if m.startswith('miniobserv.server')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -11,8 +11,8 @@ import pytest
 from miniobserv.agent.collectors import Registry
 from miniobserv.agent.runner import Runner, split_batches
 from miniobserv.agent.sender import Batch, Sender, SendResult
-from miniobserv.model import MAX_BATCH, Metric, MetricBatch
-from tests.agent.helpers import SECRET, free_port
+from miniobserv.model import MAX_BATCH, LogBatch, LogEntry, Metric, MetricBatch
+from tests.agent.helpers import SECRET, Reply, free_port
 
 T0 = datetime(2026, 6, 5, 10, 0, 0, tzinfo=UTC)
 
@@ -68,7 +68,7 @@ def test_queue_full_drops_the_newest_batch_and_counts_it(caplog):
         accepted = [runner.enqueue(b) for b in batches]
     assert accepted == [True] * 10 + [False, False]
     assert runner.dropped == 2
-    assert list(runner.queue.queue) == batches[:10]  # the oldest data is kept
+    assert [item.batch for item in runner.queue.queue] == batches[:10]  # the oldest are kept
     assert caplog.text.count("queue full") == 2
     assert "2 dropped so far" in caplog.text
 
@@ -76,7 +76,7 @@ def test_queue_full_drops_the_newest_batch_and_counts_it(caplog):
 def test_one_pass_enqueues_split_batches():
     runner = make_runner("http://127.0.0.1:9", Counting(2001))
     assert runner.collect_once() == 3
-    assert [len(b.metrics) for b in runner.queue.queue] == [1000, 1000, 1]
+    assert [len(item.batch.metrics) for item in runner.queue.queue] == [1000, 1000, 1]
 
 
 def test_runs_collects_sends_and_stops_with_no_thread_left(server):
@@ -176,3 +176,36 @@ def test_a_failing_collector_does_not_stop_the_pass(server):
     assert first_pass_done(runner)
     runner.stop()
     assert len(server.received[0].body["metrics"]) == 2
+
+
+def test_log_batches_share_the_queue_and_report_back_once_settled(server):
+    server.answer(202, 400)
+    runner = make_runner(server.url)
+    settled: list[tuple[str, str]] = []
+    for message in ("first", "second"):
+        entry = LogEntry(T0, "web-01", "info", message)
+        runner.enqueue(LogBatch("web-01", [entry]),
+                       lambda result, m=message: settled.append((m, result.outcome)))
+    assert runner.has_room()
+    runner.start()
+    assert runner.stop() is True
+    assert settled == [("first", "sent"), ("second", "dropped")]
+    assert [r.path for r in server.received][:2] == ["/api/v1/logs", "/api/v1/logs"]
+
+
+def test_a_batch_left_unsent_at_shutdown_is_not_reported_as_settled(server):
+    server.default = Reply(503)
+    runner = make_runner(server.url, shutdown_timeout=0.3)
+    settled: list[object] = []
+    runner.enqueue(MetricBatch("web-01", metrics(1)), settled.append)
+    runner.start()
+    assert runner.stop() is False
+    assert settled == [] and runner.lost >= 1
+
+
+def test_has_room_is_false_once_the_queue_is_full():
+    runner = make_runner("http://127.0.0.1:9")
+    for _ in range(Runner.QUEUE_SIZE):
+        assert runner.has_room()
+        runner.enqueue(MetricBatch("web-01", metrics(1)))
+    assert not runner.has_room()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from miniobserv.model import METRIC_SPEC_BY_NAME, Metric
 
@@ -26,3 +27,13 @@ def assert_well_formed(metrics: list[Metric], host: str = "web-01") -> None:
         assert metric.time == NOW
         assert set(metric.labels) == ({spec.label} if spec.label else set())
         assert isinstance(metric.value, float)
+
+
+class Counters:
+    """An injected stat function handing out one prepared sample per call."""
+
+    def __init__(self, *samples: Any) -> None:
+        self.samples = list(samples)
+
+    def __call__(self) -> Any:
+        return self.samples.pop(0)

@@ -14,7 +14,7 @@ from miniobserv.agent.collectors.disk import (
     call_with_timeout,
     select_mounts,
 )
-from tests.agent.collectors.helpers import assert_well_formed, by_label
+from tests.agent.collectors.helpers import Counters, assert_well_formed, by_label
 
 
 def part(device: str, mountpoint: str, fstype: str = "ext4") -> SimpleNamespace:
@@ -138,15 +138,6 @@ def test_call_with_timeout_passes_errors_and_values_through():
 def io(read: int, write: int) -> SimpleNamespace:
     return SimpleNamespace(read_bytes=read, write_bytes=write)
 
-
-class Counters:
-    """Hands out one per-device dict per call."""
-
-    def __init__(self, *samples: dict) -> None:
-        self.samples = list(samples)
-
-    def __call__(self) -> dict:
-        return self.samples.pop(0)
 
 
 def test_disk_io_first_pass_seeds_then_deltas_per_whole_device(clock):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from miniobserv.agent.collectors.net import NetCollector, NetErrorsCollector
-from tests.agent.collectors.helpers import assert_well_formed, by_label
+from tests.agent.collectors.helpers import Counters, assert_well_formed, by_label
 
 
 def nic(recv: int = 0, sent: int = 0, errin: int = 0, errout: int = 0, dropin: int = 0,
@@ -13,13 +13,6 @@ def nic(recv: int = 0, sent: int = 0, errin: int = 0, errout: int = 0, dropin: i
     return SimpleNamespace(bytes_recv=recv, bytes_sent=sent, errin=errin, errout=errout,
                            dropin=dropin, dropout=dropout)
 
-
-class Counters:
-    def __init__(self, *samples: dict) -> None:
-        self.samples = list(samples)
-
-    def __call__(self) -> dict:
-        return self.samples.pop(0)
 
 
 def test_first_pass_only_seeds(clock):

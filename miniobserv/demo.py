@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import sys
 import threading
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from miniobserv.agent.runner import Runner
+from miniobserv.agent.signals import StopSignals, run_interruptibly
 from miniobserv.config import AgentConfig, ServerConfig
 from miniobserv.errors import ConfigError
 from miniobserv.model import format_time
@@ -93,13 +93,14 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"miniobserv demo: cannot listen on {host}:{port}: {err.strerror or err}",
               file=sys.stderr)
         return 1
-    serving = threading.Thread(target=server.serve_forever, name="server", daemon=True)
-    serving.start()
-    runner.start()
-    print(banner(agent_config, server_config.database_url), flush=True)
-    wait_for_signal()
-    print("stopping the agent and the server…", flush=True)
-    runner.stop()
+    with StopSignals() as signals:
+        serving = threading.Thread(target=server.serve_forever, name="server", daemon=True)
+        serving.start()
+        runner.start()
+        print(banner(agent_config, server_config.database_url), flush=True)
+        signals.wait()
+        print("stopping the agent and the server…", flush=True)
+        run_interruptibly(runner.stop, lambda name: runner.sender.stop.set(), signals)
     server.shutdown()
     serving.join()
     server.server_close()
@@ -121,14 +122,6 @@ def start_server(config: ServerConfig) -> tuple[Any, Any]:
         repos.close()
         raise
     return server, repos
-
-
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM (Ctrl-C ends the demo, not with a traceback)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    stop.wait()
 
 
 if __name__ == "__main__":

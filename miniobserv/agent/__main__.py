@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Mapping
 
 from miniobserv.agent.runner import Runner
+from miniobserv.agent.signals import StopSignals, run_interruptibly
 from miniobserv.config import AgentConfig
 from miniobserv.errors import ConfigError
 
@@ -22,27 +21,20 @@ log = logging.getLogger("miniobserv.agent")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def install_stop_handlers(stop: threading.Event, runner: Runner) -> None:
-    """SIGTERM/SIGINT set ``stop``; a second signal also cuts the drain short."""
-
-    def handle(signum: int, frame: object) -> None:
-        if stop.is_set():
-            log.warning("second %s: giving up the drain", signal.Signals(signum).name)
-            runner.sender.stop.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-
-
-def run(runner: Runner, stop: threading.Event) -> int:
-    """Run ``runner`` until ``stop`` is set, then shut it down; the exit status."""
+def run(runner: Runner, signals: StopSignals) -> int:
+    """Run ``runner`` until SIGTERM/SIGINT, then drain; a second signal gives up the drain."""
     runner.start()
-    stop.wait()
-    log.info("stopping: draining %d queued batches (at most %.0fs)", runner.queue.qsize(),
-             runner.shutdown_timeout)
-    runner.stop()
+    name = signals.wait()
+    log.info("%s: stopping: draining %d queued batches (at most %gs)", name,
+             runner.queue.qsize(), runner.shutdown_timeout)
+    run_interruptibly(runner.stop, lambda second: give_up_drain(runner, second), signals)
     return 0
+
+
+def give_up_drain(runner: Runner, signal_name: str) -> None:
+    """What a second stop signal does: the sender stops retrying at once."""
+    log.warning("second %s: giving up the drain", signal_name)
+    runner.sender.stop.set()
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
@@ -55,9 +47,8 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
     logging.captureWarnings(True)  # e.g. pyjwt's note on short secrets: one log line
-    stop = threading.Event()
-    install_stop_handlers(stop, runner)
-    return run(runner, stop)
+    with StopSignals() as signals:
+        return run(runner, signals)
 
 
 if __name__ == "__main__":

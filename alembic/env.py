@@ -7,7 +7,8 @@ environment variable, else the server's default ``sqlite:///miniobserv.db``.
 Every gunicorn worker migrates on start, so runs are serialised: on PostgreSQL by a
 session-level advisory lock (with a ``lock_timeout`` so DDL never waits forever behind a
 long query), on SQLite by ``BEGIN IMMEDIATE``, which takes the write lock before Alembic
-reads the current revision.
+reads the current revision; a SQLite file is left in WAL mode, so the server's connections
+never have to switch it while others write.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from miniobserv.server.storage.migrate import (
     SQLITE_BUSY_TIMEOUT_S,
     sqlalchemy_url,
 )
+from miniobserv.server.storage.sqlite import enable_wal
 from miniobserv.server.storage.tables import metadata
 
 config = context.config
@@ -108,6 +110,9 @@ def run_migrations_online() -> None:
                               compare_type=True)
             with context.begin_transaction():
                 context.run_migrations()
+            raw = connection.connection.driver_connection
+            if connection.dialect.name == "sqlite" and raw is not None:
+                enable_wal(raw)
     finally:
         engine.dispose()
 

@@ -115,12 +115,24 @@ class ThrowawayCluster:
                               "-E", "UTF8", "--no-locale", "--no-sync"), "initdb")
         for _ in range(3):  # another process may take the free port first
             self.port = free_port()
-            result = self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log),
-                               "-w", "-t", str(START_TIMEOUT_S), "-o", self._options())
+            result = self._pg_ctl_start()
             if result.returncode == 0:
                 return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._check(result, "pg_ctl start")
         raise AssertionError("unreachable")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        return self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log),
+                         "-w", "-t", str(START_TIMEOUT_S), "-o", self._options())
+
+    def stop_server(self) -> None:
+        """Stop the server, keeping its files (for outage tests)."""
+        self._check(self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w"),
+                    "pg_ctl stop")
+
+    def start_server(self) -> None:
+        """Start the stopped server again on the same port."""
+        self._check(self._pg_ctl_start(), "pg_ctl start")
 
     def _options(self) -> str:
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.root}",

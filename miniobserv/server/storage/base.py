@@ -77,6 +77,8 @@ class MetricsRepository(Protocol):
 
         Without ``group_by`` the answer is one Series with empty labels (no points when
         nothing matched); with it, one Series per label value, sorted by that value.
+        ``last`` is the value of the newest point; among points sharing the newest time (one
+        per core, say) the greatest value, so that every store answers alike.
         """
         ...
 

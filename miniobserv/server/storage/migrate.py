@@ -15,6 +15,7 @@ import alembic.command
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
 import miniobserv
@@ -66,6 +67,11 @@ def downgrade(database_url: str, revision: str) -> None:
     """Migrate the database down to ``revision`` (``"base"`` removes every table)."""
     log.info("migrating the database down to %s", revision)
     alembic.command.downgrade(alembic_config(database_url), revision)
+
+
+def head_revision() -> str | None:
+    """The newest revision of the migrations shipped with this code."""
+    return ScriptDirectory.from_config(alembic_config("sqlite:///unused.db")).get_current_head()
 
 
 def current_revision(database_url: str) -> str | None:

@@ -41,6 +41,9 @@ _encode_labels = json.JSONEncoder(separators=(",", ":")).encode
 CONNECT_TIMEOUT_S = 3  # per connection attempt: a dead database answers quickly
 POOL_TIMEOUT_S = 5.0  # how long a request waits for a pooled connection before 503
 PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database is down
+# A reconnection attempt gives up after this long; the next request starts a fresh one. Keeps
+# the pool's exponential backoff short, so service resumes soon after a long outage.
+RECONNECT_TIMEOUT_S = 10.0
 RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
 RETENTION_START = "1 hour 17 minutes"  # keep clear of the compression policy's first run
 
@@ -169,7 +172,8 @@ class PostgresRepositories:
     def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.pool = ConnectionPool(
             database_url, min_size=min_size, max_size=max_size, open=False,
-            timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_TIMEOUT_S,
+            check=ConnectionPool.check_connection,
             kwargs=pool_kwargs(database_url), name="miniobserv")
         self.metrics = PostgresMetrics(self.pool)
 

@@ -98,6 +98,17 @@ def database_path(database_url: str) -> str:
     return path
 
 
+def enable_wal(conn: sqlite3.Connection) -> bool:
+    """Put the database file in WAL mode (persistent) unless it already is; return True.
+
+    Only when needed: switching takes an exclusive lock and fails at once, without waiting,
+    when another connection is writing. The migrations leave the file in WAL mode already.
+    """
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    return True
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn sqlite3 errors into StorageUnavailable (locked, unreadable) or StorageError."""
@@ -118,12 +129,19 @@ class SQLiteDatabase:
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._closed = False
+        self._wal = False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL-safe
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL-safe
+            if not self._wal:
+                with self._lock:
+                    self._wal = self._wal or enable_wal(conn)
+        except sqlite3.Error:
+            conn.close()
+            raise
         return conn
 
     @contextmanager

@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,7 @@ from miniobserv.server.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from tests.conftest import ThrowawayCluster, find_pg_bindir
 from tests.fakes import FakeRepositories
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -382,6 +384,41 @@ def test_unreadable_sqlite_is_unavailable(tmp_path: Any) -> None:
         opened.ping()
     with pytest.raises(StorageUnavailable):
         opened.metrics.insert_batch(batch(1))
+
+
+@pytest.mark.integration
+def test_postgres_outage_then_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped database: StorageUnavailable; started again: the same pool serves again."""
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 1.0)
+    bindir = find_pg_bindir()
+    if bindir is None:
+        pytest.skip("needs a local PostgreSQL to stop and start")
+    cluster = ThrowawayCluster(bindir, timescaledb=False)
+    try:
+        url = cluster.start()
+        migrate.upgrade(url)
+        opened = open_repositories(config_for(url))
+        opened.metrics.insert_batch(batch(3))
+        cluster.stop_server()
+        for call in (opened.ping, lambda: opened.metrics.insert_batch(batch(1))):
+            with pytest.raises(StorageUnavailable):
+                call()
+        cluster.start_server()
+        deadline = time.monotonic() + 60  # a liveness bound, not a speed requirement
+        while not _answers(opened) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count_stored(opened) == 3
+        opened.close()
+    finally:
+        cluster.destroy()
+
+
+def _answers(repos: Repositories) -> bool:
+    try:
+        repos.ping()
+    except StorageUnavailable:
+        return False
+    return True
 
 
 class _DroppingMetrics(Sequence[Metric]):

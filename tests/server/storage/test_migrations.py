@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -47,18 +49,21 @@ def schema_differences(url: str) -> list[Any]:
     """What ``alembic revision --autogenerate`` would add: nothing, if 0001 built tables.py."""
     engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, warnings.catch_warnings():
+            # SQLite cannot reflect expression indexes; autogenerate says so and skips them.
+            warnings.filterwarnings("ignore", "autogenerate skipping", UserWarning)
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             return list(compare_metadata(context, metadata))
     finally:
         engine.dispose()
 
 
-def round_trip(url: str, **upgrade_options: Any) -> None:
+def round_trip(url: str, *, compare_schema: bool = True, **upgrade_options: Any) -> None:
     migrate.upgrade(url, **upgrade_options)
-    assert migrate.current_revision(url) == "0001"
+    assert migrate.current_revision(url) == migrate.head_revision()
     assert table_names(url) >= OUR_TABLES
-    assert schema_differences(url) == []
+    if compare_schema:
+        assert schema_differences(url) == []
     migrate.downgrade(url, "base")
     assert migrate.current_revision(url) is None
     assert table_names(url) == set()
@@ -68,6 +73,13 @@ def round_trip(url: str, **upgrade_options: Any) -> None:
 
 def test_sqlite_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
     round_trip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def test_sqlite_file_is_left_in_wal_mode(tmp_path: Path) -> None:
+    """The server's connections then never switch modes while others write (that fails)."""
+    migrate.upgrade(f"sqlite:///{tmp_path / 'w.db'}")
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_sqlite_url_translation_is_only_for_postgres() -> None:
@@ -110,7 +122,7 @@ def test_sqlite_concurrent_migrations_all_succeed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     results = migrate_at_once(url)
     assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
-    assert migrate.current_revision(url) == "0001"
+    assert migrate.current_revision(url) == migrate.head_revision()
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -140,7 +152,7 @@ def test_plain_postgres_upgrade_downgrade_upgrade(empty_postgres_url: str) -> No
 def test_postgres_concurrent_migrations_all_succeed(empty_postgres_url: str) -> None:
     results = migrate_at_once(empty_postgres_url)
     assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
-    assert migrate.current_revision(empty_postgres_url) == "0001"
+    assert migrate.current_revision(empty_postgres_url) == migrate.head_revision()
     assert schema_differences(empty_postgres_url) == []
 
 
@@ -249,22 +261,25 @@ def test_timescaledb_as_database_owner_and_without_the_right_to_create_it(
     """A database owner gets TimescaleDB (trusted extension); a mere user gets plain tables."""
     role = "miniobserv_app_" + os.urandom(4).hex()
     ident = sql.Identifier(role)
+    urls: list[str] = []
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
         try:
             for owner in (True, False):
-                url = postgres_databases.create(migrated=False)
+                urls.append(url := postgres_databases.create(migrated=False))
                 database = sql.Identifier(urlsplit(url).path.lstrip("/"))
                 if owner:
                     admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, ident))
                 with psycopg.connect(url, autocommit=True) as db:
                     db.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(ident))
                 with caplog.at_level(logging.INFO, logger="alembic"):
-                    round_trip(url_as(url, role))
+                    # Without rights, later revisions may skip extension-backed indexes too.
+                    round_trip(url_as(url, role), compare_schema=owner)
                 with psycopg.connect(url) as conn:
                     assert postgres.is_hypertable(conn, "metrics") is owner
-                postgres_databases.drop(url)
         finally:
+            for url in urls:
+                postgres_databases.drop(url)
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
     messages = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
     assert len(messages) == 2 and "permission denied" in messages[0]  # twice: round trip

@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniobserv.errors import ConfigError, ValidationError
 from miniobserv.model import check_host, check_labels
+
+if TYPE_CHECKING:
+    from miniobserv.rules import AlertRule, Notification
 
 MIN_SECRET_LEN = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -166,8 +169,8 @@ class ServerConfig:
     db_pool_min: int = 1
     db_pool_max: int = 10
     auto_migrate: bool = True
-    alert_rules: tuple[dict[str, Any], ...] = ()
-    alert_notifications: tuple[dict[str, Any], ...] = ()
+    alert_rules: tuple[AlertRule, ...] = ()
+    alert_notifications: tuple[Notification, ...] = ()
     alert_interval: timedelta = timedelta(seconds=30)
     host_stale_after: timedelta = timedelta(seconds=20)
     host_down_after: timedelta = timedelta(seconds=50)
@@ -206,8 +209,8 @@ class ServerConfig:
             db_pool_min=pool_min,
             db_pool_max=pool_max,
             auto_migrate=env.boolean("AUTO_MIGRATE", cls.auto_migrate),
-            alert_rules=env.json_list("ALERT_RULES"),
-            alert_notifications=env.json_list("ALERT_NOTIFICATIONS"),
+            alert_rules=_alert_rules(env),
+            alert_notifications=_notifications(env),
             alert_interval=env.duration("ALERT_INTERVAL", cls.alert_interval, second,
                                         timedelta(days=1)),
             host_stale_after=stale,
@@ -272,6 +275,18 @@ class AgentConfig:
                                           timedelta(seconds=120)),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
         )
+
+
+def _alert_rules(env: _Env) -> tuple[AlertRule, ...]:
+    from miniobserv.rules import parse_alert_rules  # rules.py imports this module
+
+    return parse_alert_rules(env.json_list("ALERT_RULES"))
+
+
+def _notifications(env: _Env) -> tuple[Notification, ...]:
+    from miniobserv.rules import parse_notifications
+
+    return parse_notifications(env.json_list("ALERT_NOTIFICATIONS"))
 
 
 def _agent_host(env: _Env) -> str:

@@ -234,9 +234,7 @@ def test_log_level_choices() -> None:
 
 @pytest.mark.parametrize("variable", ["ALERT_RULES", "ALERT_NOTIFICATIONS"])
 def test_json_lists(variable: str) -> None:
-    attribute = variable.lower()
-    value = getattr(server(**{variable: '[{"a": 1}, {"b": 2}]'}), attribute)
-    assert value == ({"a": 1}, {"b": 2})
+    assert getattr(server(**{variable: "[]"}), variable.lower()) == ()
     assert refused(server, **{variable: "[{"}).startswith(f"{variable} is not valid JSON")
     assert refused(server, **{variable: '{"a": 1}'}) == f"{variable} must be a JSON list of objects"
     assert refused(server, **{variable: "[1]"}) == f"{variable} must be a JSON list of objects"

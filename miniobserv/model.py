@@ -3,9 +3,9 @@
 Records are frozen dataclasses. Validation lives here, not in the transport: the
 ``parse_*`` functions take decoded JSON (``dict``/``list``/scalars), check every rule in one
 pass and return records, raising :class:`~miniobserv.errors.ValidationError` whose ``field``
-names the offending value (``metrics[3].value``). The marshmallow schemas at the end describe
-the same wire shapes and call the same checks; they serve clients and the API description,
-while the ingest path uses the single-pass parsers.
+names the offending value (``metrics[3].value``). The marshmallow schemas of the same wire
+shapes live in :mod:`miniobserv.schemas`, apart, so that the agent, which only builds records
+and checks them, does not import marshmallow (about 2 MB of its memory).
 """
 
 from __future__ import annotations
@@ -15,14 +15,10 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import marshmallow as ma
-
 from miniobserv.errors import ValidationError
-
-UTC = timezone.utc
 
 MAX_BATCH = 1000
 MAX_HOST_LEN = 253
@@ -416,108 +412,15 @@ def parse_log_batch(data: Any, now: datetime | None = None) -> LogBatch:
     return LogBatch(host=host, entries=entries, batch_id=batch_id)
 
 
-# --- marshmallow wire schemas ----------------------------------------------------------------
+_SCHEMAS = ("MetricSchema", "MetricBatchSchema", "LogEntrySchema", "LogBatchSchema")
 
 
-def _validator(check: Any) -> Any:
-    """Adapt a ``check_*`` function into a marshmallow validator."""
+def __getattr__(name: str) -> Any:
+    """``from miniobserv.model import MetricBatchSchema`` still works, importing lazily."""
+    # The schemas moved to miniobserv.schemas; this keeps older imports working without
+    # putting marshmallow back on the agent's import path.
+    if name in _SCHEMAS:
+        from miniobserv import schemas
 
-    def validate(value: Any) -> None:
-        try:
-            check(value)
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
-
-    return validate
-
-
-class _Time(ma.fields.Field):
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
-        try:
-            return check_time(value, datetime.now(UTC))
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
-
-    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
-        return None if value is None else format_time(value)
-
-
-class _Number(ma.fields.Field):
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
-        try:
-            return check_value(value)
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
-
-
-class _Labels(ma.fields.Field):
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, str]:
-        try:
-            return check_labels(value)
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
-
-
-class MetricSchema(ma.Schema):
-    """Wire shape of a :class:`Metric`."""
-
-    time = _Time(required=True)
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    name = ma.fields.String(required=True, validate=_validator(check_name))
-    value = _Number(required=True)
-    labels = _Labels(load_default=dict)
-
-    @ma.post_load
-    def make(self, data: dict[str, Any], **kwargs: Any) -> Metric:
-        data["host"] = data["host"].strip()
-        return Metric(**data)
-
-
-class MetricBatchSchema(ma.Schema):
-    """Wire shape of a :class:`MetricBatch`."""
-
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    batch_id = ma.fields.UUID(load_default=None)
-    metrics = ma.fields.List(ma.fields.Nested(MetricSchema), required=True,
-                             validate=ma.validate.Length(min=1, max=MAX_BATCH))
-
-    @ma.post_load
-    def make(self, data: dict[str, Any], **kwargs: Any) -> MetricBatch:
-        host = data["host"].strip()
-        for index, metric in enumerate(data["metrics"]):
-            if metric.host != host:
-                raise ma.ValidationError({"metrics": {index: {"host": ["must equal the batch host"]}}})
-        return MetricBatch(host=host, metrics=data["metrics"], batch_id=data["batch_id"])
-
-
-class LogEntrySchema(ma.Schema):
-    """Wire shape of a :class:`LogEntry` (``source`` is accepted for ``path``)."""
-
-    time = _Time(required=True)
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    level = ma.fields.String(required=True, validate=ma.validate.OneOf(LEVELS))
-    message = ma.fields.String(required=True, validate=_validator(check_message))
-    path = ma.fields.String(load_default=None)
-    source = ma.fields.String(load_default=None, load_only=True)
-    labels = _Labels(load_default=dict)
-
-    @ma.post_load
-    def make(self, data: dict[str, Any], **kwargs: Any) -> LogEntry:
-        source = data.pop("source", None)
-        data["path"] = data["path"] if data["path"] is not None else source
-        data["host"] = data["host"].strip()
-        return LogEntry(**data)
-
-
-class LogBatchSchema(ma.Schema):
-    """Wire shape of a :class:`LogBatch`."""
-
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    batch_id = ma.fields.UUID(load_default=None)
-    entries = ma.fields.List(ma.fields.Nested(LogEntrySchema), required=True,
-                             validate=ma.validate.Length(min=1, max=MAX_BATCH))
-
-    @ma.post_load
-    def make(self, data: dict[str, Any], **kwargs: Any) -> LogBatch:
-        return LogBatch(host=data["host"].strip(), entries=data["entries"],
-                        batch_id=data["batch_id"])
+        return getattr(schemas, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

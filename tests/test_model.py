@@ -15,10 +15,8 @@ from miniobserv.model import (
     LEVELS,
     METRIC_NAMES,
     METRIC_SPECS,
-    LogBatchSchema,
     Metric,
     MetricBatch,
-    MetricBatchSchema,
     check_host,
     check_labels,
     check_message,
@@ -31,6 +29,7 @@ from miniobserv.model import (
     parse_metric_batch,
     parse_time,
 )
+from miniobserv.schemas import LogBatchSchema, MetricBatchSchema
 
 NOW = datetime(2026, 6, 5, 12, 0, 0, tzinfo=UTC)
 WHEN = "2026-06-05T11:59:00Z"

@@ -58,9 +58,18 @@ def alembic_config(database_url: str, *, timescaledb: bool = True) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head", *, timescaledb: bool = True) -> None:
-    """Migrate the database up to ``revision``; safe to call from several processes at once."""
+    """Migrate the database up to ``revision``; safe to call from several processes at once.
+
+    A database already at head returns after one read, without waiting for the migration
+    lock (every gunicorn worker calls this at start).
+    """
+    cfg = alembic_config(database_url, timescaledb=timescaledb)
+    if revision == "head" and current_revision(database_url) == \
+            ScriptDirectory.from_config(cfg).get_current_head():
+        log.debug("the database is at the newest revision already")
+        return
     log.info("migrating the database up to %s", revision)
-    alembic.command.upgrade(alembic_config(database_url, timescaledb=timescaledb), revision)
+    alembic.command.upgrade(cfg, revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -283,3 +284,15 @@ def test_timescaledb_as_database_owner_and_without_the_right_to_create_it(
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
     messages = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
     assert len(messages) == 2 and "permission denied" in messages[0]  # twice: round trip
+
+
+@pytest.mark.integration
+def test_upgrade_of_a_database_at_head_does_not_wait_for_the_lock(fresh_postgres_url: str) -> None:
+    """Workers starting while another migrates (holding the lock) go on when nothing is due."""
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        worker = threading.Thread(target=migrate.upgrade, args=(fresh_postgres_url,),
+                                  daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # a bound for a hang, not a speed requirement
+        assert not worker.is_alive()

@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from miniobserv.model import Metric, MetricBatch
+from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.storage.base import (
     PERCENTILES,
+    LogPage,
+    LogQuery,
+    LogRecord,
     MetricQuery,
     Point,
     Series,
@@ -157,11 +160,94 @@ def percentile_cont(values: Sequence[float], fraction: float) -> float:
     return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_ascii(text: str) -> str:
+    """Lower-case ASCII letters only, as SQLite's ``lower()`` (and PostgreSQL's in C locale)."""
+    return text.translate(_ASCII_LOWER)
+
+
+class FakeLogsRepository:
+    """Log entries kept in a list, ids from a counter; raises StorageUnavailable while ``down``.
+
+    ``batch_ids`` may be shared with the metrics fake, and ``touch(host)`` is called for each
+    accepted batch: the SQL stores keep one table of batch ids and one of hosts for both kinds.
+    """
+
+    def __init__(self, batch_ids: set[uuid.UUID] | None = None,
+                 touch: Callable[[str], None] | None = None) -> None:
+        self.rows: list[LogRecord] = []
+        self.batch_ids = batch_ids if batch_ids is not None else set()
+        self.host_names: set[str] = set()
+        self._touch = touch or self.host_names.add
+        self.down = False
+        self.fail_after: int | None = None  # raise StorageError after staging this many rows
+        self.insert_calls = 0
+        self._last_id = 0
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise StorageUnavailable("fake store is down")
+
+    def insert_batch(self, batch: LogBatch) -> int:
+        """All or nothing; a known ``batch_id`` is acknowledged without storing twice."""
+        self._check_up()
+        self.insert_calls += 1
+        if batch.batch_id is not None and batch.batch_id in self.batch_ids:
+            return len(batch.entries)
+        staged = []
+        for index, entry in enumerate(batch.entries):
+            if self.fail_after is not None and index >= self.fail_after:
+                raise StorageError(f"fake failure after {self.fail_after} rows")
+            staged.append(_log_record(self._last_id + index + 1, entry))
+        self.rows.extend(staged)
+        self._last_id += len(staged)
+        self._touch(batch.host)
+        if batch.batch_id is not None:
+            self.batch_ids.add(batch.batch_id)
+        return len(batch.entries)
+
+    def query(self, query: LogQuery) -> LogPage:
+        """Newest first by id, at most ``limit``; ``next_cursor`` when more match."""
+        self._check_up()
+        matching = [row for row in reversed(self.rows) if _log_matches(row, query)]
+        page = matching[:query.limit]
+        return LogPage(page, page[-1].id if len(matching) > query.limit else None)
+
+    def stored(self) -> list[LogRecord]:
+        """Everything stored, in insertion order (for assertions)."""
+        return list(self.rows)
+
+
+def _log_record(log_id: int, entry: LogEntry) -> LogRecord:
+    """Refuse what a real table would refuse (naive time, NUL text)."""
+    texts = [entry.host, entry.level, entry.message, entry.path or "", *entry.labels,
+             *entry.labels.values()]
+    if entry.time.tzinfo is None or not all(isinstance(text, str) for text in texts) or \
+            any("\x00" in text for text in texts):
+        raise StorageError("row refused by the fake store")
+    return LogRecord(id=log_id, time=entry.time.astimezone(UTC), host=entry.host,
+                     level=entry.level, message=entry.message, path=entry.path,
+                     labels=dict(entry.labels))
+
+
+def _log_matches(row: LogRecord, query: LogQuery) -> bool:
+    levels = query.levels()
+    return ((query.cursor is None or row.id < query.cursor)
+            and (query.host is None or row.host == query.host)
+            and (levels is None or row.level in levels)
+            and (query.start is None or row.time >= query.start)
+            and (query.end is None or row.time <= query.end)
+            and (not query.search or fold_ascii(query.search) in fold_ascii(row.message)))
+
+
 class FakeRepositories:
-    """The ``Repositories`` of a test: an in-memory metrics store and a ``down`` switch."""
+    """The ``Repositories`` of a test: in-memory metrics and logs, and a ``down`` switch."""
 
     def __init__(self) -> None:
         self.metrics = FakeMetricsRepository()
+        self.logs = FakeLogsRepository(self.metrics.batch_ids, self._touch_host)
         self.closed = False
         self.pings = 0
 
@@ -172,6 +258,11 @@ class FakeRepositories:
     @down.setter
     def down(self, value: bool) -> None:
         self.metrics.down = value
+        self.logs.down = value
+
+    def _touch_host(self, host: str) -> None:
+        """What the SQL stores' ``hosts`` upsert does when a logs batch is accepted."""
+        self.metrics.host_names.add(host)
 
     def ping(self) -> None:
         self.pings += 1

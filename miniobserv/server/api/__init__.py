@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from miniobserv.server.api import health, metrics, openapi
+from miniobserv.server.api import health, logs, metrics, openapi
 from miniobserv.server.api.errors import register_error_handlers
 
-BLUEPRINTS = (health.bp, metrics.bp, openapi.bp)
+BLUEPRINTS = (health.bp, metrics.bp, logs.bp, openapi.bp)
 
 
 def register(app: Flask) -> None:

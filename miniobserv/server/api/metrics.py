@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -81,8 +81,8 @@ def parse_metric_query(args: MultiDict[str, str]) -> MetricQuery:
     """Validate the query-string parameters; raise ValidationError naming the parameter."""
     host = check_host(_required(args, "host"))
     name = check_name(_required(args, "name"))
-    start = _query_time(_required(args, "from"), "from")
-    end = _query_time(_required(args, "to"), "to")
+    start = parse_query_time(_required(args, "from"), "from")
+    end = parse_query_time(_required(args, "to"), "to")
     if start >= end:
         raise ValidationError("from", "must be before to")
     if end - start > MAX_RANGE:
@@ -101,8 +101,11 @@ def _required(args: MultiDict[str, str], key: str) -> str:
     return str(value)
 
 
-def _query_time(text: str, key: str) -> Any:
-    # An unescaped "+" in a query string arrives as a space: "10:00:00 02:00" meant "+02:00".
+def parse_query_time(text: str, key: str) -> datetime:
+    """An RFC 3339 query parameter; ValidationError names ``key``.
+
+    An unescaped "+" in a query string arrives as a space: "10:00:00 02:00" meant "+02:00".
+    """
     if len(text) > 6 and text[-6] == " " and text[-3] == ":":
         text = f"{text[:-6]}+{text[-5:]}"
     return parse_time(text, key)

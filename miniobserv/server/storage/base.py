@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from miniobserv.errors import MiniObservError
-from miniobserv.model import LogBatch, MetricBatch
+from miniobserv.model import LEVELS, LogBatch, MetricBatch
 
 # Allowlists: the only values ever formatted into SQL text.
 BUCKETS: Mapping[str, int] = {"10s": 10, "1m": 60, "5m": 300, "15m": 900, "1h": 3600,
@@ -87,8 +87,90 @@ class MetricsRepository(Protocol):
         ...
 
 
+DEFAULT_LOG_LIMIT = 100
+MAX_LOG_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """A validated logs query; every filter is optional and they all must match.
+
+    ``level`` matches one level exactly, ``min_level`` that level and the more severe ones
+    (give one or neither). The window ``start <= time <= end`` is inclusive. ``search`` is a
+    case-insensitive literal substring of the message (``%`` and ``_`` match themselves);
+    case folding is ASCII's on SQLite and the fake, the database's ``lower()`` on PostgreSQL
+    (ASCII only under the C locale, Unicode-aware under others). ``cursor`` is the
+    ``next_cursor`` of the previous page: only entries with a smaller id are returned.
+    """
+
+    host: str | None = None
+    level: str | None = None
+    min_level: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    search: str | None = None
+    limit: int = DEFAULT_LOG_LIMIT
+    cursor: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LOG_LIMIT:
+            raise ValueError(f"limit must be 1 to {MAX_LOG_LIMIT}, not {self.limit}")
+        if self.cursor is not None and self.cursor < 1:
+            raise ValueError(f"cursor must be positive, not {self.cursor}")
+        if self.level is not None and self.min_level is not None:
+            raise ValueError("give level or min_level, not both")
+        for level in (self.level, self.min_level):
+            if level is not None and level not in LEVELS:
+                raise ValueError(f"unknown level {level!r}")
+
+    def levels(self) -> tuple[str, ...] | None:
+        """The levels an entry may have, or None when the level is not filtered."""
+        if self.level is not None:
+            return (self.level,)
+        if self.min_level is not None:
+            return LEVELS[LEVELS.index(self.min_level):]
+        return None
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One stored log entry and the id that orders it (larger ids arrived later)."""
+
+    id: int
+    time: datetime  # UTC
+    host: str
+    level: str
+    message: str
+    path: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class LogPage(NamedTuple):
+    """One page of a logs query: entries newest first, and the cursor of the next page."""
+
+    entries: Sequence[LogRecord]
+    next_cursor: int | None  # the last entry's id when more entries match, else None
+
+
 class LogsRepository(Protocol):
-    def insert_batch(self, batch: LogBatch) -> int: ...
+    def insert_batch(self, batch: LogBatch) -> int:
+        """Store the whole batch in one transaction, or nothing; return len(batch.entries).
+
+        Entries get increasing ids in batch order. A batch whose ``batch_id`` was stored
+        before (as logs) is acknowledged without being stored again. The host's
+        ``last_seen`` is updated as for metrics. Raises StorageUnavailable when the database
+        is down.
+        """
+        ...
+
+    def query(self, query: LogQuery) -> LogPage:
+        """Matching entries by descending id (newest first), at most ``query.limit``.
+
+        Keyset paging: walking pages with ``cursor = next_cursor`` never returns an entry
+        twice nor skips one, while entries stored after the walk began stay out of it (they
+        have larger ids). ``next_cursor`` is None on the last page.
+        """
+        ...
 
 
 class Repositories(Protocol):
@@ -97,6 +179,9 @@ class Repositories(Protocol):
     @property
     def metrics(self) -> MetricsRepository:  # read-only, so implementations may narrow it
         ...
+
+    @property
+    def logs(self) -> LogsRepository: ...
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query now."""

@@ -176,6 +176,9 @@ class PostgresRepositories:
             check=ConnectionPool.check_connection,
             kwargs=pool_kwargs(database_url), name="miniobserv")
         self.metrics = PostgresMetrics(self.pool)
+        from miniobserv.server.storage.postgres_logs import PostgresLogs  # imports this module
+
+        self.logs = PostgresLogs(self.pool)
 
     def open(self) -> PostgresRepositories:
         """Open the pool without waiting: the server starts even while the database is down."""

@@ -61,3 +61,27 @@ hosts = sa.Table(
     sa.Column("host", sa.Text(), primary_key=True),
     sa.Column("last_seen", Timestamp, nullable=False),
 )
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    # ``id`` comes from a sequence (an identity column on PostgreSQL, an AUTOINCREMENT rowid
+    # on SQLite, so ids are never reused): newest first is ``ORDER BY id DESC`` and keyset
+    # paging is ``id < cursor``. On PostgreSQL the primary key is (id, time), because
+    # TimescaleDB wants the time column in every unique index; the sequence alone keeps ids
+    # unique. ``path`` is the file a line came from (the SDK's ``source``).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("time", Timestamp, nullable=False),
+    sa.Column("host", sa.Text(), nullable=False),
+    sa.Column("level", sa.Text(), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("path", sa.Text(), nullable=True),
+    sa.Column("labels", Labels, nullable=False, server_default=sa.text("'{}'")),
+    sa.Index(None, "host", "id"),
+    sa.Index(None, "time"),
+    # PostgreSQL only (with pg_trgm): a trigram index keeps ``lower(message) LIKE '%…%'``
+    # usable. Autogenerate skips an expression index a store does not have (SQLite).
+    sa.Index("ix_logs_message_trgm", sa.func.lower(sa.text("message")).label("lower_message"),
+             postgresql_using="gin", postgresql_ops={"lower_message": "gin_trgm_ops"}),
+    sqlite_autoincrement=True,
+)

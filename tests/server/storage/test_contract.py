@@ -20,7 +20,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from miniobserv.config import ServerConfig
 from miniobserv.model import Metric, MetricBatch
 from miniobserv.server.storage import migrate, open_repositories, postgres
 from miniobserv.server.storage.base import (
@@ -36,6 +35,7 @@ from miniobserv.server.storage.base import (
 )
 from tests.conftest import ThrowawayCluster, find_pg_bindir
 from tests.fakes import FakeRepositories
+from tests.server.storage.conftest import STORES, config_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -44,7 +44,6 @@ HOST, NAME = "web-01", "cpu.usage_pct"
 START = datetime(2024, 3, 10, 11, 57, 23, 123456, tzinfo=UTC)
 END = START + timedelta(hours=30, microseconds=1234)
 
-STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
 SELECTIONS: dict[str, dict[str, Any]] = {
     "all": {},
     "core=total": {"labels": (("core", "total"),)},
@@ -52,10 +51,6 @@ SELECTIONS: dict[str, dict[str, Any]] = {
     "by-core": {"group_by": "core"},
     "env=prod,by-core": {"labels": (("env", "prod"),), "group_by": "core"},
 }
-
-
-def config_for(url: str) -> ServerConfig:
-    return ServerConfig(agent_token="x" * 32, database_url=url, db_pool_min=1, db_pool_max=4)
 
 
 # --- the data set ---------------------------------------------------------------------------
@@ -150,25 +145,6 @@ def query_of(bucket: str = "1m", agg: str = "avg", **kwargs: Any) -> MetricQuery
 
 
 # --- stores ---------------------------------------------------------------------------------
-
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def repos(store: str, request: pytest.FixtureRequest) -> Iterator[Repositories]:
-    """An empty store of the parametrized kind, for one test."""
-    if store == "fake":
-        yield FakeRepositories()
-        return
-    url = request.getfixturevalue("sqlite_url" if store == "sqlite" else "fresh_postgres_url")
-    opened = open_repositories(config_for(url))
-    try:
-        yield opened
-    finally:
-        opened.close()
-
 
 def loaded_store(url: str) -> Repositories:
     opened = open_repositories(config_for(url))

@@ -1,0 +1,98 @@
+"""Logs on PostgreSQL: COPY per batch, keyset pages by id, trigram-indexed search (SPEC §7).
+
+A batch is one transaction: the ``batch_id`` claim in ``ingested_batches`` (kind ``logs``),
+the ``COPY`` of its entries (the identity column numbers them in batch order) and the host's
+``last_seen``. Queries are built from fixed SQL fragments; every value is a bound parameter.
+Search is ``lower(message) LIKE lower(pattern)`` with ``\\``, ``%`` and ``_`` escaped, the
+expression that migration 0002's GIN trigram index serves; ``lower()`` folds case by the
+database's ``LC_CTYPE`` (ASCII only under the C locale).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from miniobserv.model import LogBatch
+from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
+from miniobserv.server.storage.postgres import _TOUCH_HOST, translate_errors
+
+_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
+
+_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
+    VALUES (%s, 'logs', %s) ON CONFLICT (batch_id) DO NOTHING"""
+_COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
+_SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"
+# The only SQL a query is built from, one fragment per filter.
+_FILTERS = {
+    "cursor": "id < %(cursor)s",
+    "host": "host = %(host)s",
+    "levels": "level = ANY(%(levels)s)",
+    "start": "time >= %(start)s",
+    "end": "time <= %(end)s",
+    "pattern": "lower(message) LIKE lower(%(pattern)s) ESCAPE '\\'",
+}
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, with ``\\``, ``%`` and ``_`` literal."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class PostgresLogs:
+    """Log entries in the ``logs`` table (a hypertable when TimescaleDB is present)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def insert_batch(self, batch: LogBatch) -> int:
+        """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
+        count = len(batch.entries)
+        now = datetime.now(UTC)
+        with translate_errors(), self._pool.connection() as conn, conn.transaction():
+            if batch.batch_id is not None and \
+                    conn.execute(_CLAIM_BATCH, (batch.batch_id, now)).rowcount == 0:
+                return count  # stored before: nothing more to do
+            with conn.cursor().copy(_COPY_LOGS) as copy:
+                for e in batch.entries:
+                    copy.write_row((e.time, e.host, e.level, e.message, e.path,
+                                    _encode_labels(e.labels) if e.labels else "{}"))
+            conn.execute(_TOUCH_HOST, (batch.host, now))
+        return count
+
+    def query(self, query: LogQuery) -> LogPage:
+        """Newest first by id, at most ``query.limit`` entries; see LogsRepository.query."""
+        statement, params = build_query(query)
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute(statement, params).fetchall()
+        return to_page(rows, query.limit)
+
+
+def build_query(query: LogQuery) -> tuple[str, dict[str, Any]]:
+    """The SQL of ``query`` (fixed fragments only) and its parameters."""
+    levels = query.levels()
+    values: dict[str, Any] = {
+        "cursor": query.cursor, "host": query.host,
+        "levels": list(levels) if levels is not None else None,
+        "start": query.start, "end": query.end,
+        "pattern": like_pattern(query.search) if query.search else None,
+    }
+    params = {key: value for key, value in values.items() if value is not None}
+    where = " AND ".join(_FILTERS[key] for key in params)
+    statement = f"{_SELECT}{' WHERE ' + where if where else ''} ORDER BY id DESC LIMIT %(limit)s"
+    params["limit"] = query.limit + 1  # one more tells whether a next page exists
+    return statement, params
+
+
+def to_page(rows: Sequence[tuple[Any, ...]], limit: int) -> LogPage:
+    """Shape ``limit + 1`` rows at most into a page and its ``next_cursor``."""
+    entries = [LogRecord(id=row[0], time=row[1].astimezone(UTC), host=row[2], level=row[3],
+                         message=row[4], path=row[5], labels=row[6] or {})
+               for row in rows[:limit]]
+    more = len(rows) > limit
+    return LogPage(entries, entries[-1].id if more else None)

@@ -243,6 +243,7 @@ class AgentConfig:
     log_paths: tuple[str, ...] = ()
     log_state_dir: Path = field(
         default_factory=lambda: Path.home() / ".local" / "state" / "miniobserv")
+    log_multiline: bool = False  # join indented and stack-trace lines to the entry before
     agent_labels: Mapping[str, str] = field(default_factory=dict)
     request_timeout: timedelta = timedelta(seconds=10)
     shutdown_timeout: timedelta = timedelta(seconds=10)
@@ -268,6 +269,7 @@ class AgentConfig:
             log_paths=env.csv("LOG_PATHS"),
             log_state_dir=Path(state_dir).expanduser() if state_dir else
             Path.home() / ".local" / "state" / "miniobserv",
+            log_multiline=env.boolean("LOG_MULTILINE", cls.log_multiline),
             agent_labels=_agent_labels(env),
             request_timeout=env.duration("REQUEST_TIMEOUT", cls.request_timeout, second,
                                          timedelta(seconds=120)),

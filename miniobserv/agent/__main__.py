@@ -26,15 +26,15 @@ def run(runner: Runner, signals: StopSignals) -> int:
     runner.start()
     name = signals.wait()
     log.info("%s: stopping: draining %d queued batches (at most %gs)", name,
-             runner.queue.qsize(), runner.shutdown_timeout)
+             runner.pending(), runner.shutdown_timeout)
     run_interruptibly(runner.stop, lambda second: give_up_drain(runner, second), signals)
     return 0
 
 
 def give_up_drain(runner: Runner, signal_name: str) -> None:
-    """What a second stop signal does: the sender stops retrying at once."""
+    """What a second stop signal does: the senders (metrics and logs) stop retrying at once."""
     log.warning("second %s: giving up the drain", signal_name)
-    runner.sender.stop.set()
+    runner.give_up()
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

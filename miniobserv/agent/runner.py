@@ -1,9 +1,11 @@
-"""The agent's two threads: a collector and a sender over a bounded queue (SPEC §6).
+"""The agent's threads: a collector, a sender over a bounded queue, and a log tailer (SPEC §6).
 
 The collector never blocks: when the queue is full it drops the newest batch (the oldest
 queued data marks the start of an outage), counts and logs it. The sender takes batches in
-order. :meth:`Runner.stop` stops collection at once and gives the queued batches a drain
-bounded by ``SHUTDOWN_TIMEOUT``.
+order. With ``LOG_PATHS`` set, a :class:`~miniobserv.agent.logship.LogShipper` adds a log
+thread with its own queue and sender thread, so a log backlog neither delays nor crowds out
+metrics. :meth:`Runner.stop` stops collection and log polling at once and gives every queued
+batch a drain bounded by ``SHUTDOWN_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from miniobserv.agent.collectors import Registry, default_collectors
 from miniobserv.agent.sender import Batch, Sender, SendResult
 from miniobserv.config import AgentConfig
 from miniobserv.model import MAX_BATCH, Metric, MetricBatch
+
+if TYPE_CHECKING:
+    from miniobserv.agent.logship import LogShipper
 
 log = logging.getLogger(__name__)
 
@@ -59,125 +64,76 @@ def split_batches(host: str, metrics: Sequence[Metric],
             for start in range(0, len(metrics), size)]
 
 
-class Runner:
-    """Wires a registry and a sender with ``queue.Queue(maxsize=QUEUE_SIZE)``.
+def batch_size(batch: Batch) -> int:
+    """How many metrics or log entries a batch holds."""
+    return len(batch.metrics) if isinstance(batch, MetricBatch) else len(batch.entries)
 
-    ``start()`` starts both threads; ``stop()`` shuts them down within the drain bound.
+
+class BatchQueue(queue.Queue[object]):
+    """A bounded queue whose end marker goes in even when it is full."""
+
+    def close(self) -> None:
+        """Append the end marker past ``maxsize``: the sender stops when it reaches it."""
+        with self.mutex:
+            self._put(_SENTINEL)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def pending(self) -> int:
+        """Batches still queued (the end marker not counted)."""
+        with self.mutex:
+            return sum(isinstance(item, Outgoing) for item in self.queue)
+
+
+class Outbox:
+    """A bounded queue of batches and the thread that sends them in order.
+
+    The thread loops on ``get()``: it stops at the end marker or once the sender was told to
+    stop, survives and logs any exception, and calls ``on_done`` of a settled batch.
     """
 
-    QUEUE_SIZE = 10
     JOIN_GRACE_S = 1.0  # past the drain bound, for a request that is just finishing
 
-    def __init__(self, host: str, registry: Registry, sender: BatchSender,
-                 interval: float = 10.0, shutdown_timeout: float = 10.0) -> None:
-        self.host = host
-        self.registry = registry
+    def __init__(self, name: str, sender: BatchSender, size: int) -> None:
+        self.name = name
         self.sender = sender
-        self.interval = interval
-        self.shutdown_timeout = shutdown_timeout
-        self.queue: queue.Queue[object] = queue.Queue(maxsize=self.QUEUE_SIZE)
-        self.stopping = threading.Event()  # set: the collector stops at once
-        self.dropped = 0  # newest batches dropped because the queue was full
+        self.queue = BatchQueue(maxsize=size)
         self.sent = 0
         self.lost = 0  # batches still unsent when the drain bound ran out
-        self._collector: threading.Thread | None = None
-        self._sender: threading.Thread | None = None
-
-    @classmethod
-    def from_config(cls, config: AgentConfig) -> Runner:
-        """The runner of a real host: every collector, a sender to ``SERVER_URL``.
-
-        Raises ConfigError when AGENT_LABELS leaves no room for the collectors' labels.
-        """
-        registry = Registry(default_collectors(config.host, config.disk_mounts,
-                                               config.net_ifaces), config.agent_labels)
-        sender = Sender(config.server_url, config.agent_token,
-                        timeout=config.request_timeout.total_seconds())
-        return cls(config.host, registry, sender, config.collect_interval.total_seconds(),
-                   config.shutdown_timeout.total_seconds())
-
-    @property
-    def threads(self) -> list[threading.Thread]:
-        return [t for t in (self._collector, self._sender) if t is not None]
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the collector and sender threads (the first pass runs at once)."""
-        self._collector = threading.Thread(target=self._collect_loop, name="collector",
-                                           daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name="sender", daemon=True)
-        self._sender.start()
-        self._collector.start()
-        log.info("agent started: host=%s interval=%gs collectors=%s server=%s", self.host,
-                 self.interval, ",".join(self.registry.names), self.sender.server_url)
+        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self.thread.start()
 
-    def collect_once(self) -> int:
-        """Run every collector once and enqueue the result; returns the batches enqueued."""
-        metrics = self.registry.collect()
-        return sum(self.enqueue(batch) for batch in split_batches(self.host, metrics))
-
-    def enqueue(self, batch: Batch,
-                on_done: Callable[[SendResult], None] | None = None) -> bool:
-        """Queue a batch without blocking; when full, drop it (the newest) and count it."""
+    def offer(self, batch: Batch, on_done: Callable[[SendResult], None] | None = None) -> bool:
+        """Queue a batch without blocking; False (and nothing queued) when the queue is full."""
         try:
             self.queue.put_nowait(Outgoing(batch, on_done))
         except queue.Full:
-            self.dropped += 1
-            size = len(batch.metrics) if isinstance(batch, MetricBatch) else len(batch.entries)
-            log.warning("queue full (%d batches): dropped the newest batch of %d items "
-                        "(%d dropped so far)", self.QUEUE_SIZE, size, self.dropped)
             return False
         return True
 
     def has_room(self) -> bool:
-        """True when a batch enqueued now would not be dropped (for sources that can wait)."""
         return not self.queue.full()
 
-    def stop(self) -> bool:
-        """Stop collecting now, drain the queue within ``shutdown_timeout``; True if drained.
+    def close(self) -> None:
+        """No more batches: the thread sends what is queued, then ends."""
+        self.queue.close()
 
-        Past the bound the sender is told to give up, and what is still queued is counted in
-        ``lost`` and logged as an error. Both threads have ended when this returns (a request
-        still in flight gets ``JOIN_GRACE_S`` more; the thread is a daemon regardless).
-        """
-        deadline = time.monotonic() + self.shutdown_timeout
-        self.stopping.set()
-        self.sender.deadline = deadline
-        if self._collector is not None:
-            self._collector.join(max(0.0, deadline - time.monotonic()))
-        if self._sender is not None:
-            self._drain(self._sender, deadline)
-        self.lost += sum(isinstance(item, Outgoing) for item in list(self.queue.queue))
-        if self.lost:
-            log.error("shutdown: %d batches not delivered (drain bound %gs)", self.lost,
-                      self.shutdown_timeout)
-        log.info("agent stopped: %d batches sent, %d dropped, %d lost", self.sent,
-                 self.dropped, self.lost)
-        return self.lost == 0 and not any(t.is_alive() for t in self.threads)
-
-    def _drain(self, sender: threading.Thread, deadline: float) -> None:
-        """Let the sender empty the queue until ``deadline``, then make it give up."""
-        try:
-            self.queue.put(_SENTINEL, timeout=max(0.0, deadline - time.monotonic()))
-            sender.join(max(0.0, deadline - time.monotonic()))
-        except queue.Full:
-            pass
-        if sender.is_alive():
+    def join(self, deadline: float) -> None:
+        """Wait for the thread until ``deadline``; past it, make the sender give up."""
+        if self.thread is None:
+            return
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive():
             self.sender.stop.set()
-            sender.join(self.JOIN_GRACE_S)
-        if sender.is_alive():
+            self.thread.join(self.JOIN_GRACE_S)
+        if self.thread.is_alive():
             log.warning("shutdown: a request is still in flight; not waiting for it")
+        self.lost += self.queue.pending()
 
-    def _collect_loop(self) -> None:
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            try:
-                self.collect_once()
-            except Exception:  # noqa: BLE001 - the loop must outlive any one pass
-                log.exception("collection pass failed")
-            if self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started))):
-                return
-
-    def _send_loop(self) -> None:
+    def _loop(self) -> None:
         while True:
             item = self.queue.get()
             try:
@@ -201,3 +157,150 @@ class Runner:
             self.sent += 1
         if item.on_done is not None:
             item.on_done(result)
+
+
+class Runner:
+    """Wires a registry and a sender with ``queue.Queue(maxsize=QUEUE_SIZE)``; optionally logs.
+
+    ``start()`` starts the threads; ``stop()`` shuts them down within the drain bound.
+    """
+
+    QUEUE_SIZE = 10
+    JOIN_GRACE_S = Outbox.JOIN_GRACE_S
+
+    def __init__(self, host: str, registry: Registry, sender: BatchSender,
+                 interval: float = 10.0, shutdown_timeout: float = 10.0,
+                 logs: LogShipper | None = None) -> None:
+        self.host = host
+        self.registry = registry
+        self.sender = sender
+        self.interval = interval
+        self.shutdown_timeout = shutdown_timeout
+        self.logs = logs
+        self.outbox = Outbox("sender", sender, self.QUEUE_SIZE)
+        self.stopping = threading.Event()  # set: the collector stops at once
+        self.dropped = 0  # newest batches dropped because the queue was full
+        self._collector: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> Runner:
+        """The runner of a real host: every collector, a sender to ``SERVER_URL``, and a log
+        shipper when ``LOG_PATHS`` is set.
+
+        Raises ConfigError when AGENT_LABELS leaves no room for the collectors' labels.
+        """
+        registry = Registry(default_collectors(config.host, config.disk_mounts,
+                                               config.net_ifaces), config.agent_labels)
+        timeout = config.request_timeout.total_seconds()
+        sender = Sender(config.server_url, config.agent_token, timeout=timeout)
+        logs = None
+        if config.log_paths:
+            # Imported here: an agent without LOG_PATHS does not pay for the tailer's modules.
+            from miniobserv.agent.logship import LogShipper
+
+            log_sender = Sender(config.server_url, config.agent_token, stop=sender.stop,
+                                timeout=timeout)
+            logs = LogShipper.from_config(config, log_sender)
+        return cls(config.host, registry, sender, config.collect_interval.total_seconds(),
+                   config.shutdown_timeout.total_seconds(), logs)
+
+    @property
+    def queue(self) -> BatchQueue:
+        return self.outbox.queue
+
+    @property
+    def sent(self) -> int:
+        return self.outbox.sent
+
+    @property
+    def lost(self) -> int:
+        return self.outbox.lost
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        threads = [self._collector, self.outbox.thread]
+        threads += self.logs.threads if self.logs is not None else []
+        return [t for t in threads if t is not None]
+
+    def start(self) -> None:
+        """Start the collector and sender threads (the first pass runs at once), and logs."""
+        self._collector = threading.Thread(target=self._collect_loop, name="collector",
+                                           daemon=True)
+        self.outbox.start()
+        self._collector.start()
+        log.info("agent started: host=%s interval=%gs collectors=%s server=%s", self.host,
+                 self.interval, ",".join(self.registry.names), self.sender.server_url)
+        if self.logs is not None:
+            self.logs.start()
+
+    def collect_once(self) -> int:
+        """Run every collector once and enqueue the result; returns the batches enqueued."""
+        metrics = self.registry.collect()
+        return sum(self.enqueue(batch) for batch in split_batches(self.host, metrics))
+
+    def enqueue(self, batch: Batch,
+                on_done: Callable[[SendResult], None] | None = None) -> bool:
+        """Queue a batch without blocking; when full, drop it (the newest) and count it."""
+        if self.outbox.offer(batch, on_done):
+            return True
+        self.dropped += 1
+        log.warning("queue full (%d batches): dropped the newest batch of %d items "
+                    "(%d dropped so far)", self.QUEUE_SIZE, batch_size(batch), self.dropped)
+        return False
+
+    def has_room(self) -> bool:
+        """True when a batch enqueued now would not be dropped (for sources that can wait)."""
+        return self.outbox.has_room()
+
+    def pending(self) -> int:
+        """Batches queued and not yet taken by a sender thread, logs included."""
+        logs = self.logs.outbox.queue.pending() if self.logs is not None else 0
+        return self.queue.pending() + logs
+
+    def stop(self) -> bool:
+        """Stop collecting and polling now, drain the queues within ``shutdown_timeout``.
+
+        True when everything queued was delivered. Past the bound the senders are told to
+        give up; metric batches still queued are counted in ``lost`` and logged as an error
+        (log lines that were not delivered are read again at the next start). Every thread has
+        ended when this returns (a request still in flight gets ``JOIN_GRACE_S`` more; the
+        threads are daemons regardless).
+        """
+        deadline = time.monotonic() + self.shutdown_timeout
+        self.stopping.set()
+        outboxes = [self.outbox] + ([self.logs.outbox] if self.logs is not None else [])
+        for outbox in outboxes:
+            outbox.sender.deadline = deadline  # requests made from now on are shortened
+        if self.logs is not None:
+            self.logs.stop_polling(deadline)
+        if self._collector is not None:
+            self._collector.join(max(0.0, deadline - time.monotonic()))
+        for outbox in outboxes:
+            outbox.close()
+        if self.logs is not None:
+            self.logs.finish(deadline)
+        self.outbox.join(deadline)
+        if self.lost:
+            log.error("shutdown: %d batches not delivered (drain bound %gs)", self.lost,
+                      self.shutdown_timeout)
+        log.info("agent stopped: %d batches sent, %d dropped, %d lost", self.sent,
+                 self.dropped, self.lost)
+        unsent_logs = self.logs.outbox.lost if self.logs is not None else 0
+        return self.lost == 0 and unsent_logs == 0 and not any(t.is_alive()
+                                                               for t in self.threads)
+
+    def give_up(self) -> None:
+        """Make every sender stop retrying at once (a second stop signal during the drain)."""
+        self.sender.stop.set()
+        if self.logs is not None:
+            self.logs.outbox.sender.stop.set()
+
+    def _collect_loop(self) -> None:
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.collect_once()
+            except Exception:  # noqa: BLE001 - the loop must outlive any one pass
+                log.exception("collection pass failed")
+            if self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started))):
+                return

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +31,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    status: int = 0  # the scripted answer
 
     @property
     def token(self) -> str:
@@ -44,6 +46,7 @@ class ScriptedServer:
         self.default = Reply(202)
         self.received: list[Received] = []
         self.arrived = threading.Event()
+        self.on_request: Callable[[Received], None] | None = None  # runs before the answer
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -72,9 +75,13 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.headers.get("Content-Encoding") == "gzip":
                 raw = gzip.decompress(raw)
-            server.received.append(Received(self.path, dict(self.headers), json.loads(raw)))
-            server.arrived.set()
+            request = Received(self.path, dict(self.headers), json.loads(raw))
             reply = server.next_reply()
+            request.status = reply.status
+            if server.on_request is not None:
+                server.on_request(request)
+            server.received.append(request)
+            server.arrived.set()
             time.sleep(reply.delay)
             body = json.dumps({"ingested": 1} if reply.status == 202 else
                               {"error": f"scripted {reply.status}"}).encode()

@@ -66,3 +66,13 @@ def test_agent_and_stub_never_import_the_server(module):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_agent_does_not_import_marshmallow():
+    """The wire schemas live in miniobserv.schemas; the agent only needs the records."""
+    code = ("import sys, miniobserv.agent.__main__, miniobserv.agent.logship; "
+            "print('marshmallow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -42,11 +42,15 @@ def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepo
 
 
 def sync_retention(repos: object, config: ServerConfig) -> bool:
-    """Make TimescaleDB's retention policy match ``METRICS_RETENTION``; call once at start.
+    """Make TimescaleDB's retention policies match ``METRICS_RETENTION`` and
+    ``LOGS_RETENTION``; call once at start.
 
-    True when a TimescaleDB policy now enforces it; False on plain PostgreSQL, SQLite or
+    True when TimescaleDB policies now enforce both; False on plain PostgreSQL, SQLite or
     fakes, where the maintenance job enforces retention. Raises StorageUnavailable when the
     database cannot be reached.
     """
     sync = getattr(repos, "sync_retention", None)
-    return bool(sync(config.metrics_retention)) if sync is not None else False
+    if sync is None:
+        return False
+    metrics = bool(sync(config.metrics_retention))
+    return bool(sync(config.logs_retention, table="logs")) and metrics

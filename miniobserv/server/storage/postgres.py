@@ -46,6 +46,9 @@ PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database
 RECONNECT_TIMEOUT_S = 10.0
 RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
 RETENTION_START = "1 hour 17 minutes"  # keep clear of the compression policy's first run
+# Each table's retention policy first runs at its own offset, as its migration set it, clear
+# of every other policy's first run (0001: metrics; 0002: logs).
+RETENTION_STARTS: Mapping[str, str] = {"metrics": RETENTION_START, "logs": "1 hour 43 minutes"}
 
 # The allowlist of aggregate SQL, keyed by base.AGGREGATES. ``last`` breaks ties between
 # points of the same newest time by taking the greatest value, identically on every store.
@@ -195,14 +198,14 @@ class PostgresRepositories:
         with translate_errors(), self.pool.connection() as conn:
             return has_timescaledb(conn)
 
-    def sync_retention(self, retention: timedelta) -> bool:
-        """Make TimescaleDB's retention policy on ``metrics`` drop chunks past ``retention``.
+    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+        """Make TimescaleDB's retention policy on ``table`` drop chunks past ``retention``.
 
         Returns False (and changes nothing) without TimescaleDB: the maintenance job then
         enforces retention. Safe to call from several workers at once.
         """
         with translate_errors(), self.pool.connection() as conn:
-            return sync_retention(conn, retention)
+            return sync_retention(conn, retention, table)
 
     def close(self) -> None:
         self.pool.close()
@@ -227,7 +230,12 @@ def is_hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
 
 def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
                    table: str = "metrics") -> bool:
-    """Replace ``table``'s retention policy unless it already drops after ``retention``."""
+    """Replace ``table``'s retention policy unless it already drops after ``retention``.
+
+    ``table`` is ``metrics`` or ``logs`` (ValueError otherwise).
+    """
+    if table not in RETENTION_STARTS:
+        raise ValueError(f"no retention policy for table {table!r}")
     if not is_hypertable(conn, table):
         return False
     with conn.transaction():
@@ -243,5 +251,6 @@ def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
         conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,))
         conn.execute(
             "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval,"
-            f" initial_start => now() + INTERVAL '{RETENTION_START}')", (table, retention))
+            f" initial_start => now() + INTERVAL '{RETENTION_STARTS[table]}')",
+            (table, retention))
     return True

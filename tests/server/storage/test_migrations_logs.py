@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.pool import NullPool
 
+from miniobserv.config import ServerConfig
 from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
-from miniobserv.server.storage import migrate, open_repositories, postgres
+from miniobserv.server.storage import migrate, open_repositories, postgres, sync_retention
 from miniobserv.server.storage.base import LogQuery
 from tests.server.storage.conftest import config_for
 from tests.server.storage.test_migrations import NO_TIMESCALEDB, table_names, url_as
@@ -238,3 +239,39 @@ def test_timescaledb_0002_down_removes_the_logs_policies_only(timescale_url: str
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
         assert postgres.is_hypertable(conn, "logs") and len(jobs(conn)) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_sync_retention_applies_logs_retention_with_its_own_start(timescale_url: str) -> None:
+    """LOGS_RETENTION replaces the logs policy only; METRICS_RETENTION the metrics one."""
+    with psycopg.connect(timescale_url) as conn:
+        before = jobs(conn)
+    repos = open_repositories(repos_config(timescale_url))
+    try:
+        assert sync_retention(repos, repos_config(timescale_url)) is True
+        with psycopg.connect(timescale_url) as conn:
+            after = jobs(conn)
+    finally:
+        repos.close()
+    assert after[("logs", "policy_retention")]["config"]["drop_after"] == "3 days"
+    assert after[("metrics", "policy_retention")] == before[("metrics", "policy_retention")]
+    assert after[("logs", "policy_compression")] == before[("logs", "policy_compression")]
+    starts = [job["initial_start"] for job in after.values()]
+    assert len(set(starts)) == 4  # the new logs policy keeps clear of the others
+    with psycopg.connect(timescale_url) as conn, pytest.raises(ValueError):
+        postgres.sync_retention(conn, timedelta(days=1), "hosts")
+
+
+def repos_config(url: str) -> ServerConfig:
+    return ServerConfig(agent_token="x" * 32, database_url=url, logs_retention=timedelta(days=3))
+
+
+def test_sync_retention_is_false_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    migrate.upgrade(url)
+    repos = open_repositories(config_for(url))
+    try:
+        assert sync_retention(repos, repos_config(url)) is False
+    finally:
+        repos.close()

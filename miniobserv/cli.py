@@ -74,7 +74,7 @@ def serve() -> None:
     except ConfigError as err:
         _fail(str(err))
     _configure_logging(config.log_level)
-    app = create_app(config)
+    app = create_app(config, start_background=True)
     host, port = config.listen_addr
     try:
         server = make_server(host, port, app, threaded=True)

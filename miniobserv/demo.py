@@ -104,6 +104,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     server.shutdown()
     serving.join()
     server.server_close()
+    from miniobserv.server.app import stop_background
+
+    stop_background(server.app)
     repos.close()
     return 0
 
@@ -117,7 +120,8 @@ def start_server(config: ServerConfig) -> tuple[Any, Any]:
     repos = open_store(config)
     host, port = config.listen_addr
     try:
-        server = make_server(host, port, create_app(config, repos), threaded=True)
+        app = create_app(config, repos, start_background=True)
+        server = make_server(host, port, app, threaded=True)
     except OSError:
         repos.close()
         raise

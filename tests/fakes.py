@@ -7,24 +7,38 @@ same semantics as production.
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.storage.base import (
     PERCENTILES,
+    AlertState,
+    HostSeen,
+    HostState,
+    LatestValue,
     LogPage,
     LogQuery,
     LogRecord,
     MetricQuery,
+    OutboxItem,
+    Outgoing,
     Point,
     Series,
     StorageError,
     StorageUnavailable,
+)
+from miniobserv.server.storage.fleet_common import (
+    canonical_labels,
+    merge_latest,
+    outbox_status,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,6 +61,7 @@ class FakeMetricsRepository:
         self.down = False
         self.fail_after: int | None = None  # raise StorageError after staging this many rows
         self.insert_calls = 0
+        self.host_seen: dict[str, datetime] = {}  # the hosts table: last accepted batch
 
     def _check_up(self) -> None:
         if self.down:
@@ -62,6 +77,7 @@ class FakeMetricsRepository:
                   for i, metric in enumerate(self._stage(batch.metrics))]
         self.rows.extend(staged)
         self.host_names.add(batch.host)
+        self.host_seen[batch.host] = datetime.now(UTC)
         if batch.batch_id is not None:
             self.batch_ids.add(batch.batch_id)
         return len(batch.metrics)
@@ -248,6 +264,7 @@ class FakeRepositories:
     def __init__(self) -> None:
         self.metrics = FakeMetricsRepository()
         self.logs = FakeLogsRepository(self.metrics.batch_ids, self._touch_host)
+        self.fleet = FakeFleet(self.metrics)
         self.closed = False
         self.pings = 0
 
@@ -259,10 +276,12 @@ class FakeRepositories:
     def down(self, value: bool) -> None:
         self.metrics.down = value
         self.logs.down = value
+        self.fleet.down = value
 
     def _touch_host(self, host: str) -> None:
         """What the SQL stores' ``hosts`` upsert does when a logs batch is accepted."""
         self.metrics.host_names.add(host)
+        self.metrics.host_seen[host] = datetime.now(UTC)
 
     def ping(self) -> None:
         self.pings += 1
@@ -271,3 +290,116 @@ class FakeRepositories:
 
     def close(self) -> None:
         self.closed = True
+
+
+# --- fleet ----------------------------------------------------------------------------------
+
+_LEADERS: dict[int, threading.Lock] = {}  # one lock per FakeFleet, shared by its handles
+
+
+@dataclass
+class _OutboxRow:
+    item: OutboxItem
+    status: str = "pending"
+    created_at: datetime = EPOCH
+    error: str | None = None
+
+
+class FakeFleet:
+    """Hosts, newest values, alert state and outbox over the metrics fake; ``down`` switch."""
+
+    def __init__(self, metrics: FakeMetricsRepository) -> None:
+        self.metrics = metrics
+        self.states: dict[tuple[str, str, str], AlertState] = {}
+        self.hosts: dict[str, HostState] = {}
+        self.outbox: list[_OutboxRow] = []
+        self.down = False
+        self.cycles = 0
+        _LEADERS[id(self)] = threading.Lock()
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise StorageUnavailable("fake store is down")
+
+    def last_seen(self) -> list[HostSeen]:
+        self._check_up()
+        return [HostSeen(host, seen) for host, seen in sorted(self.metrics.host_seen.items())]
+
+    def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
+               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+        self._check_up()
+        return merge_latest(
+            LatestValue(m.host, m.name, dict(m.labels), m.time, m.value)
+            for m in self.metrics.stored()
+            if m.time >= since and name in (None, m.name) and host in (None, m.host)
+            and all(m.labels.get(key) == value for key, value in labels))
+
+    def alert_states(self) -> list[AlertState]:
+        self._check_up()
+        return list(self.states.values())
+
+    def host_states(self) -> list[HostState]:
+        self._check_up()
+        return list(self.hosts.values())
+
+    def save_cycle(self, alerts: Sequence[AlertState], hosts: Sequence[HostState],
+                   outbox: Sequence[Outgoing], rule_keys: Sequence[str]) -> None:
+        self._check_up()
+        self.cycles += 1
+        self.states = {key: state for key, state in self.states.items() if key[0] in rule_keys}
+        for alert in alerts:
+            key = (alert.rule_key, alert.host, canonical_labels(alert.labels))
+            self.states[key] = alert
+        self.hosts.update((host.host, host) for host in hosts)
+        for out in outbox:
+            item = OutboxItem(len(self.outbox) + 1, out.channel, json.loads(
+                json.dumps(out.payload)), 0, out.created_at)
+            self.outbox.append(_OutboxRow(item, created_at=out.created_at))
+
+    def pending_notifications(self, limit: int = 100) -> list[OutboxItem]:
+        self._check_up()
+        return [row.item for row in self.outbox if row.status == "pending"][:limit]
+
+    def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
+                            retry_at: datetime | None = None, error: str | None = None) -> None:
+        self._check_up()
+        row = self.outbox[item_id - 1]
+        row.status = outbox_status(delivered, retry_at)
+        row.error = error
+        row.item = replace(row.item, attempts=row.item.attempts + 1,
+                           next_attempt_at=retry_at or row.item.next_attempt_at)
+
+    def delete_expired(self, metrics_before: datetime, logs_before: datetime,
+                       outbox_before: datetime) -> int:
+        self._check_up()
+        before = len(self.metrics.rows) + len(self.outbox)
+        self.metrics.rows = [row for row in self.metrics.rows
+                             if row.metric.time >= metrics_before]
+        self.outbox = [row for row in self.outbox
+                       if row.status == "pending" or row.created_at >= outbox_before]
+        return before - len(self.metrics.rows) - len(self.outbox)
+
+    def leader_lock(self) -> FakeLeaderLock:
+        return FakeLeaderLock(_LEADERS[id(self)])
+
+    def sent(self) -> list[Mapping[str, Any]]:
+        """Payloads delivered so far (for assertions)."""
+        return [row.item.payload for row in self.outbox if row.status == "sent"]
+
+
+class FakeLeaderLock:
+    """A handle on the fake's one leader lock: at most one handle holds it at a time."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._held = False
+
+    def acquire(self) -> bool:
+        if not self._held:
+            self._held = self._lock.acquire(blocking=False)
+        return self._held
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()

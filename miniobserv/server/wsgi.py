@@ -38,7 +38,7 @@ def load() -> Flask:
     try:
         config = ServerConfig.from_env()
         configure_logging(config.log_level)
-        return create_app(config)
+        return create_app(config, start_background=True)
     except MiniObservError as err:
         fail(f"miniobserv: {err}")
 

@@ -71,13 +71,14 @@ class LoggedProcess:
 class Gunicorn(LoggedProcess):
     """``gunicorn -w 2 'miniobserv.server.wsgi:app'`` on a free loopback port."""
 
-    def __init__(self, database_url: str, port: int | None = None) -> None:
+    def __init__(self, database_url: str, port: int | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{self.port}",
              "miniobserv.server.wsgi:app"],
-            {"DATABASE_URL": database_url, "AGENT_TOKEN": SECRET})
+            {"DATABASE_URL": database_url, "AGENT_TOKEN": SECRET, **(env or {})})
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-from miniobserv.server.api import health, logs, metrics, openapi
+from miniobserv.server.api import dashboard, exposition, fleet, health, logs, metrics, openapi
+from miniobserv.server.api.context import current_config_of
 from miniobserv.server.api.errors import register_error_handlers
 
-BLUEPRINTS = (health.bp, metrics.bp, logs.bp, openapi.bp)
+BLUEPRINTS = (health.bp, metrics.bp, logs.bp, fleet.bp, exposition.bp, openapi.bp)
 
 
 def register(app: Flask) -> None:
     """Wire every blueprint and error handler into ``app``."""
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    if current_config_of(app).dashboard_enabled:  # DASHBOARD_ENABLED=false: no page, no data
+        app.register_blueprint(dashboard.bp)
     register_error_handlers(app)

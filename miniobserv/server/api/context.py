@@ -31,3 +31,9 @@ def current_config() -> ServerConfig:
     """The configuration of the app handling the current request."""
     config: ServerConfig = current_app.extensions[CONFIG_KEY]
     return config
+
+
+def current_config_of(app: Flask) -> ServerConfig:
+    """The configuration installed in ``app`` (outside a request)."""
+    config: ServerConfig = app.extensions[CONFIG_KEY]
+    return config

@@ -9,9 +9,10 @@ from what the server accepts.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from miniobserv import __version__
 from miniobserv.model import (
@@ -226,5 +227,9 @@ def build_document() -> Json:
 
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Response:
-    """Serve the document (public)."""
-    return jsonify(build_document())
+    """Serve the document (public), describing only the routes this app has."""
+    document = build_document()
+    routed = {re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+              for rule in current_app.url_map.iter_rules()}
+    document["paths"] = {path: ops for path, ops in document["paths"].items() if path in routed}
+    return jsonify(document)

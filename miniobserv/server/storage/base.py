@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from miniobserv.errors import MiniObservError
 from miniobserv.model import LEVELS, LogBatch, MetricBatch
@@ -173,6 +173,132 @@ class LogsRepository(Protocol):
         ...
 
 
+# --- fleet: hosts, latest values, alert state, notification outbox, maintenance ------------
+
+ALERT_STATES: tuple[str, ...] = ("ok", "pending", "firing", "no_data")
+EVENTS: tuple[str, ...] = ("firing", "resolved", "host.down", "host.recovered")
+
+
+@dataclass(frozen=True)
+class HostSeen:
+    """A host and the time the server last accepted a batch from it (UTC)."""
+
+    host: str
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class LatestValue:
+    """The newest raw point of one series (host, name, labels)."""
+
+    host: str
+    name: str
+    labels: Mapping[str, str]
+    time: datetime
+    value: float
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """The stored state of one rule for one series; ``since`` is when ``state`` began.
+
+    ``last_notified`` is the last event queued for it (``firing``/``resolved``), so a restart
+    neither forgets a firing alert nor announces it again.
+    """
+
+    rule_key: str
+    host: str
+    labels: Mapping[str, str]
+    state: str
+    value: float | None
+    since: datetime
+    updated_at: datetime
+    last_notified: str | None = None
+
+
+@dataclass(frozen=True)
+class HostState:
+    """Whether a host was last announced down, and since when."""
+
+    host: str
+    down: bool
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event to deliver to one channel (``channel`` is a Notification key)."""
+
+    channel: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A queued, undelivered item, as read back from the outbox."""
+
+    id: int
+    channel: str
+    payload: Mapping[str, Any]
+    attempts: int
+    next_attempt_at: datetime
+
+
+class LeaderLock(Protocol):
+    """A lock held by at most one process of the whole deployment at a time."""
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting, or confirm it is still held; True when held."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class FleetRepository(Protocol):
+    """Hosts, latest values, alert state and the outbox: what alerting and dashboards read."""
+
+    def last_seen(self) -> list[HostSeen]:
+        """Every host with the time of its last accepted batch, sorted by host."""
+        ...
+
+    def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
+               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+        """The newest point of every series with a point at or after ``since``, in ONE query.
+
+        Optional filters: one metric name, one host, labels every series must carry. Among
+        points of the same newest time the greatest value wins. Sorted by host, name, labels.
+        """
+        ...
+
+    def alert_states(self) -> list[AlertState]: ...
+
+    def host_states(self) -> list[HostState]: ...
+
+    def save_cycle(self, alerts: Sequence[AlertState], hosts: Sequence[HostState],
+                   outbox: Sequence[Outgoing], rule_keys: Sequence[str]) -> None:
+        """Upsert states and queue deliveries in ONE transaction; forget other rules' states."""
+        ...
+
+    def pending_notifications(self, limit: int = 100) -> list[OutboxItem]:
+        """Undelivered items, oldest first (due or not: a channel's order is kept)."""
+        ...
+
+    def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
+                            retry_at: datetime | None = None, error: str | None = None) -> None:
+        """Record an attempt: delivered, to retry at ``retry_at``, or given up (neither)."""
+        ...
+
+    def delete_expired(self, metrics_before: datetime, logs_before: datetime,
+                       outbox_before: datetime) -> int:
+        """Delete rows past retention where no TimescaleDB policy does it; the count."""
+        ...
+
+    def leader_lock(self) -> LeaderLock:
+        """A new handle on the deployment-wide alerting lock (not yet taken)."""
+        ...
+
+
 class Repositories(Protocol):
     """Everything the server stores, opened once per process (after gunicorn's fork)."""
 
@@ -182,6 +308,9 @@ class Repositories(Protocol):
 
     @property
     def logs(self) -> LogsRepository: ...
+
+    @property
+    def fleet(self) -> FleetRepository: ...
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query now."""

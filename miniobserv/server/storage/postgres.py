@@ -179,6 +179,9 @@ class PostgresRepositories:
             check=ConnectionPool.check_connection,
             kwargs=pool_kwargs(database_url), name="miniobserv")
         self.metrics = PostgresMetrics(self.pool)
+        from miniobserv.server.storage.postgres_fleet import PostgresFleet  # imports this module
+
+        self.fleet = PostgresFleet(self.pool, database_url)
         from miniobserv.server.storage.postgres_logs import PostgresLogs  # imports this module
 
         self.logs = PostgresLogs(self.pool)

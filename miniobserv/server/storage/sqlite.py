@@ -276,6 +276,9 @@ class SQLiteRepositories:
     def __init__(self, database_url: str) -> None:
         self.db = SQLiteDatabase(database_path(database_url))
         self.metrics = SQLiteMetrics(self.db)
+        from miniobserv.server.storage.sqlite_fleet import SQLiteFleet  # imports this module
+
+        self.fleet = SQLiteFleet(self.db)
         from miniobserv.server.storage.sqlite_logs import SQLiteLogs  # imports this module
 
         self.logs = SQLiteLogs(self.db)

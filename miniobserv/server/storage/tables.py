@@ -85,3 +85,54 @@ logs = sa.Table(
              postgresql_using="gin", postgresql_ops={"lower_message": "gin_trgm_ops"}),
     sqlite_autoincrement=True,
 )
+
+# --- fleet (revision 0003) -----------------------------------------------------------------
+
+# BRIN on PostgreSQL: tiny, cheap to keep up as points arrive in time order, and enough for
+# the "newest point of every series in the last minutes" query and retention's range delete.
+# A plain index on SQLite.
+sa.Index("ix_metrics_time", metrics.c.time, postgresql_using="brin")
+
+alert_states = sa.Table(
+    "alert_states",
+    metadata,
+    # One row per rule and series. ``rule_key`` digests the rule's definition, so an edited
+    # rule starts afresh; ``labels_key`` is the series' labels as canonical JSON text.
+    sa.Column("rule_key", sa.Text(), primary_key=True),
+    sa.Column("host", sa.Text(), primary_key=True),
+    sa.Column("labels_key", sa.Text(), primary_key=True),
+    sa.Column("state", sa.Text(), nullable=False),
+    sa.Column("value", sa.Double(), nullable=True),
+    sa.Column("since", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("last_notified", sa.Text(), nullable=True),
+    sa.CheckConstraint("state IN ('ok', 'pending', 'firing', 'no_data')", name="state"),
+)
+
+host_states = sa.Table(
+    "host_states",
+    metadata,
+    # The last host.down / host.recovered announced per host, so each is sent once.
+    sa.Column("host", sa.Text(), primary_key=True),
+    sa.Column("down", sa.Boolean(), nullable=False),
+    sa.Column("since", Timestamp, nullable=False),
+)
+
+notification_outbox = sa.Table(
+    "notification_outbox",
+    metadata,
+    # Written in the evaluation's transaction, delivered by a separate thread: evaluation
+    # never waits on a webhook, and a crash between the two loses nothing.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("channel", sa.Text(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
+    sa.Index(None, "status", "id"),
+)

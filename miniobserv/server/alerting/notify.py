@@ -1,0 +1,123 @@
+"""Delivering queued events: generic JSON, Slack and Discord webhooks, with retries.
+
+The outbox is read in order; each channel's items go out one after another, and an item that
+is not yet due or just failed holds back the later items of its channel, so a ``resolved``
+never overtakes its ``firing``. A failure (timeout, connection error, non-2xx answer) is
+retried after ``RETRY_DELAYS_S``; after the last one the item is given up and logged as an
+error. The URLs are credentials for Slack and Discord: they are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+
+from miniobserv.rules import Notification
+from miniobserv.server.storage.base import FleetRepository, OutboxItem
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 5.0
+RETRY_DELAYS_S: tuple[float, ...] = (2.0, 10.0, 30.0, 120.0)  # then the item is given up
+TITLES = {"firing": "FIRING", "resolved": "RESOLVED", "host.down": "HOST DOWN",
+          "host.recovered": "HOST RECOVERED"}
+
+Post = Callable[[str, Mapping[str, Any]], int]
+
+
+def describe(payload: Mapping[str, Any]) -> str:
+    """One readable line: ``[FIRING] web-01: cpu.usage_pct{core=total} > 90 for 5m (value 97.5)``."""
+    title = TITLES.get(str(payload.get("event")), str(payload.get("event")).upper())
+    line = f"[{title}] {payload.get('host')}"
+    rule = payload.get("rule")
+    if rule:
+        labels = {**rule.get("labels", {}), **payload.get("labels", {})}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        line += f": {rule['name']}{{{selector}}} {rule['op']} {rule['threshold']:g} " \
+                f"for {rule['for']}"
+        if payload.get("value") is not None:
+            line += f" (value {payload['value']:g})"
+    return f"{line} at {payload.get('at')}"
+
+
+def body_for(kind: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What to POST to a channel of ``kind``."""
+    if kind == "slack":
+        return {"text": describe(payload)}
+    if kind == "discord":
+        return {"content": describe(payload)}
+    return payload
+
+
+def post_json(url: str, body: Mapping[str, Any]) -> int:
+    """POST ``body`` as JSON with a timeout; the status code (raises requests errors)."""
+    response = requests.post(url, json=body, timeout=TIMEOUT_S,
+                             headers={"User-Agent": "miniobserv-alerting"})
+    return response.status_code
+
+
+class Deliverer:
+    """Sends what the outbox holds to the configured channels."""
+
+    def __init__(self, fleet: FleetRepository, channels: Sequence[Notification],
+                 post: Post = post_json) -> None:
+        self._fleet = fleet
+        self._channels = {channel.key: channel for channel in channels}
+        self._post = post
+
+    def deliver_due(self, now: datetime) -> int:
+        """Attempt every due item whose channel is not held back; the number delivered."""
+        delivered = 0
+        held: set[str] = set()
+        for item in self._fleet.pending_notifications():
+            if item.channel in held:
+                continue
+            if item.next_attempt_at > now:
+                held.add(item.channel)
+                continue
+            if self._attempt(item, now):
+                delivered += 1
+            else:
+                held.add(item.channel)
+        return delivered
+
+    def _attempt(self, item: OutboxItem, now: datetime) -> bool:
+        channel = self._channels.get(item.channel)
+        if channel is None:  # ALERT_NOTIFICATIONS changed since it was queued
+            log.warning("alerting: dropping a %s event for a channel no longer configured",
+                        item.payload.get("event"))
+            self._fleet.finish_notification(item.id, now, delivered=False,
+                                            error="channel no longer configured")
+            return True
+        error = self._send(channel, item.payload)
+        if error is None:
+            self._fleet.finish_notification(item.id, now, delivered=True)
+            return True
+        retry_at = retry_time(item.attempts, now)
+        if retry_at is None:
+            log.error("alerting: giving up a %s event to a %s channel after %d attempts: %s",
+                      item.payload.get("event"), channel.type, item.attempts + 1, error)
+        else:
+            log.warning("alerting: %s channel failed (%s); retrying at %s", channel.type,
+                        error, retry_at.isoformat())
+        self._fleet.finish_notification(item.id, now, delivered=False, retry_at=retry_at,
+                                        error=error)
+        return False
+
+    def _send(self, channel: Notification, payload: Mapping[str, Any]) -> str | None:
+        try:
+            status = self._post(channel.url, body_for(channel.type, payload))
+        except requests.RequestException as err:
+            return type(err).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def retry_time(attempts_before: int, now: datetime) -> datetime | None:
+    """When to try again after failed attempt number ``attempts_before + 1``; None: give up."""
+    if attempts_before >= len(RETRY_DELAYS_S):
+        return None
+    return now + timedelta(seconds=RETRY_DELAYS_S[attempts_before])

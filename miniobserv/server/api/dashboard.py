@@ -1,0 +1,130 @@
+"""The live dashboard: ``GET /``, its assets and its data endpoints (SPEC §3, §4).
+
+Registered only with ``DASHBOARD_ENABLED`` (the default). The page and its assets hold no
+data and load without a token, so that with ``DASHBOARD_AUTH=token`` the page can ask for
+one; every data endpoint is a "dashboard" endpoint: public by default, a read token with
+``DASHBOARD_AUTH=token``. They answer what ``/api/v1/metrics/query`` and
+``/api/v1/logs/query`` answer (same parameters, same validation), plus the newest value of
+each series of a host, which is the current value the page shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request, send_from_directory
+
+from miniobserv.errors import ValidationError
+from miniobserv.model import check_host, format_time, parse_time
+from miniobserv.server.api import logs, metrics, openapi
+from miniobserv.server.api.auth import require_dashboard
+from miniobserv.server.api.context import current_repos
+from miniobserv.server.api.errors import ApiError
+from miniobserv.server.api.fleet import DASHBOARD_NOTE, DASHBOARD_SECURITY
+
+bp = Blueprint("dashboard", __name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+ASSETS = frozenset({"dashboard.css", "dashboard.js"})
+
+
+@bp.get("/")
+def page() -> Response:
+    """The single page (no data in it: it fetches everything from the endpoints below)."""
+    response = send_from_directory(STATIC_DIR, "dashboard.html", max_age=0)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'")
+    return response
+
+
+@bp.get("/dashboard/<name>")
+def asset(name: str) -> Response:
+    """The page's script and style sheet (vendored here: no CDN, no external request)."""
+    if name not in ASSETS:
+        raise ApiError(404, "not found")
+    return send_from_directory(STATIC_DIR, name, max_age=60)
+
+
+@bp.get("/api/v1/dashboard/query")
+@require_dashboard
+def query() -> Response:
+    """``/api/v1/metrics/query`` for the page."""
+    metric_query = metrics.parse_metric_query(request.args)
+    return jsonify(metrics.query_answer(metric_query,
+                                        current_repos().metrics.query(metric_query)))
+
+
+@bp.get("/api/v1/dashboard/logs")
+@require_dashboard
+def log_lines() -> Response:
+    """``/api/v1/logs/query`` for the page."""
+    page_ = current_repos().logs.query(logs.parse_log_query(request.args))
+    return jsonify(logs.query_answer(page_))
+
+
+@bp.get("/api/v1/dashboard/latest")
+@require_dashboard
+def latest() -> Response:
+    """The newest point of every series of ``host`` since ``from``: names, labels, values."""
+    host = request.args.get("host")
+    if host is None:
+        raise ValidationError("host", "is required")
+    since_text = request.args.get("from")
+    if since_text is None:
+        raise ValidationError("from", "is required")
+    since = parse_time(since_text, "from")
+    values = current_repos().fleet.latest(since, host=check_host(host))
+    return jsonify(host=host, series=[
+        {"name": v.name, "labels": dict(v.labels), "time": format_time(v.time),
+         "value": v.value} for v in values])
+
+
+# --- the OpenAPI description ---------------------------------------------------------------
+
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+openapi.add_schema("LatestValues", {
+    "type": "object", "required": ["host", "series"],
+    "properties": {
+        "host": {"type": "string"},
+        "series": {"type": "array", "items": {
+            "type": "object", "required": ["name", "labels", "time", "value"],
+            "properties": {"name": {"type": "string"},
+                           "labels": {"type": "object",
+                                      "additionalProperties": {"type": "string"}},
+                           "time": {**openapi.TIME, "description": "The newest point's time"},
+                           "value": {"type": "number"}}}},
+    },
+})
+openapi.add_operation("/", "get", {
+    "summary": "The live dashboard page (holds no data; asks for a token when needed)",
+    "tags": ["dashboard"], "security": [],
+    "responses": {"200": {"description": "HTML page", "content": _HTML}}})
+openapi.add_operation("/dashboard/{name}", "get", {
+    "summary": "The dashboard's script and style sheet", "tags": ["dashboard"], "security": [],
+    "parameters": [{"name": "name", "in": "path", "required": True,
+                    "schema": {"type": "string", "enum": sorted(ASSETS)}}],
+    "responses": {"200": {"description": "The asset", "content": {
+        "text/css": {"schema": {"type": "string"}},
+        "text/javascript": {"schema": {"type": "string"}}}},
+        "404": openapi.response("No such asset")}})
+openapi.add_operation("/api/v1/dashboard/query", "get", {
+    "summary": "The page's metric queries: /api/v1/metrics/query", "tags": ["dashboard"],
+    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
+    "parameters": openapi.METRIC_QUERY_PARAMS,
+    "responses": {"200": openapi.response("As /api/v1/metrics/query", "MetricQueryResult"),
+                  **openapi.errors("400", "401", "403", "503")}})
+openapi.add_operation("/api/v1/dashboard/logs", "get", {
+    "summary": "The page's log lines: /api/v1/logs/query", "tags": ["dashboard"],
+    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
+    "parameters": logs.LOG_QUERY_PARAMS,
+    "responses": {"200": openapi.response("As /api/v1/logs/query", "LogPage"),
+                  **openapi.errors("400", "401", "403", "503")}})
+openapi.add_operation("/api/v1/dashboard/latest", "get", {
+    "summary": "The newest point of every series of one host", "tags": ["dashboard"],
+    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
+    "parameters": [openapi.query_param("host", "Host name", {"type": "string"}, required=True),
+                   openapi.query_param("from", "Only series with a point since then",
+                                       openapi.TIME, required=True)],
+    "responses": {"200": openapi.response("Series sorted by name and labels", "LatestValues"),
+                  **openapi.errors("400", "401", "403", "503")}})

@@ -1,0 +1,205 @@
+"""PostgreSQL side of the fleet: hosts, newest values, alert state, outbox, retention, leader.
+
+The newest point of every series is one ``DISTINCT ON (host, name, labels)`` query over a
+recent window (the BRIN index on ``metrics.time`` keeps it to the newest blocks). The
+alerting leader holds a session-level ``pg_try_advisory_lock`` on a dedicated connection:
+PostgreSQL releases it when that connection or its process dies, so another worker takes
+over at its next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from miniobserv.server.storage.base import (
+    AlertState,
+    HostSeen,
+    HostState,
+    LatestValue,
+    OutboxItem,
+    Outgoing,
+)
+from miniobserv.server.storage.fleet_common import (
+    canonical_labels,
+    merge_latest,
+    outbox_status,
+)
+from miniobserv.server.storage.postgres import (
+    CONNECT_TIMEOUT_S,
+    is_hypertable,
+    translate_errors,
+)
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the alerting leader ("miniobsa" in ASCII).
+LEADER_LOCK_KEY = 0x6D696E696F627361
+
+_LATEST = """SELECT DISTINCT ON (host, name, labels) host, name, labels, time, value
+    FROM metrics WHERE time >= %(since)s{filters}
+    ORDER BY host, name, labels, time DESC, value DESC"""
+_UPSERT_STATE = """INSERT INTO alert_states (rule_key, host, labels_key, state, value, since,
+        updated_at, last_notified) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (rule_key, host, labels_key) DO UPDATE SET state = excluded.state,
+        value = excluded.value, since = excluded.since, updated_at = excluded.updated_at,
+        last_notified = excluded.last_notified"""
+_UPSERT_HOST = """INSERT INTO host_states (host, down, since) VALUES (%s, %s, %s)
+    ON CONFLICT (host) DO UPDATE SET down = excluded.down, since = excluded.since"""
+_QUEUE = """INSERT INTO notification_outbox (channel, payload, status, next_attempt_at,
+    created_at) VALUES (%s, %s, 'pending', %s, %s)"""
+_FINISH = """UPDATE notification_outbox SET attempts = attempts + 1, status = %s,
+    next_attempt_at = coalesce(%s, next_attempt_at), finished_at = %s, last_error = %s
+    WHERE id = %s"""
+
+
+class PostgresFleet:
+    """The fleet repository over the process's connection pool."""
+
+    def __init__(self, pool: ConnectionPool, conninfo: str) -> None:
+        self._pool = pool
+        self._conninfo = conninfo
+
+    def last_seen(self) -> list[HostSeen]:
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT host, last_seen FROM hosts").fetchall()
+        return sorted((HostSeen(host, seen.astimezone(UTC)) for host, seen in rows),
+                      key=lambda h: h.host)
+
+    def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
+               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+        """One DISTINCT ON query; label filters are one ``@>`` containment each."""
+        params: dict[str, Any] = {"since": since, "name": name, "host": host}
+        filters: list[sql.Composable] = []
+        if name is not None:
+            filters.append(sql.SQL(" AND name = %(name)s"))
+        if host is not None:
+            filters.append(sql.SQL(" AND host = %(host)s"))
+        for index, (key, value) in enumerate(labels):
+            params[f"label{index}"] = json.dumps({key: value})
+            filters.append(sql.SQL(" AND labels @> {}::jsonb").format(
+                sql.Placeholder(f"label{index}")))
+        statement = sql.SQL(_LATEST).format(filters=sql.Composed(filters))
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute(statement, params).fetchall()
+        return merge_latest(LatestValue(h, n, dict(lab), t.astimezone(UTC), float(v))
+                            for h, n, lab, t, v in rows)
+
+    def alert_states(self) -> list[AlertState]:
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT rule_key, host, labels_key, state, value, since, updated_at,"
+                " last_notified FROM alert_states").fetchall()
+        return [AlertState(key, host, json.loads(labels), state, value, since.astimezone(UTC),
+                           updated.astimezone(UTC), notified)
+                for key, host, labels, state, value, since, updated, notified in rows]
+
+    def host_states(self) -> list[HostState]:
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute("SELECT host, down, since FROM host_states").fetchall()
+        return [HostState(host, bool(down), since.astimezone(UTC)) for host, down, since in rows]
+
+    def save_cycle(self, alerts: Sequence[AlertState], hosts: Sequence[HostState],
+                   outbox: Sequence[Outgoing], rule_keys: Sequence[str]) -> None:
+        """One transaction: states, host announcements and the deliveries they cause."""
+        with translate_errors(), self._pool.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM alert_states WHERE NOT (rule_key = ANY(%s))",
+                         (list(rule_keys),))
+            with conn.cursor() as cur:
+                cur.executemany(_UPSERT_STATE, [
+                    (a.rule_key, a.host, canonical_labels(a.labels), a.state, a.value, a.since,
+                     a.updated_at, a.last_notified) for a in alerts])
+                cur.executemany(_UPSERT_HOST, [(h.host, h.down, h.since) for h in hosts])
+                cur.executemany(_QUEUE, [(o.channel, json.dumps(o.payload), o.created_at,
+                                          o.created_at) for o in outbox])
+
+    def pending_notifications(self, limit: int = 100) -> list[OutboxItem]:
+        with translate_errors(), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, channel, payload, attempts, next_attempt_at FROM notification_outbox"
+                " WHERE status = 'pending' ORDER BY id LIMIT %s", (limit,)).fetchall()
+        return [OutboxItem(item_id, channel, json.loads(payload), attempts, due.astimezone(UTC))
+                for item_id, channel, payload, attempts, due in rows]
+
+    def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
+                            retry_at: datetime | None = None, error: str | None = None) -> None:
+        status = outbox_status(delivered, retry_at)
+        finished = None if status == "pending" else now
+        with translate_errors(), self._pool.connection() as conn:
+            conn.execute(_FINISH, (status, retry_at, finished, error, item_id))
+
+    def delete_expired(self, metrics_before: datetime, logs_before: datetime,
+                       outbox_before: datetime) -> int:
+        """Range deletes, except on hypertables (a TimescaleDB policy drops their chunks)."""
+        deleted = 0
+        with translate_errors(), self._pool.connection() as conn:
+            for table, before in (("metrics", metrics_before), ("logs", logs_before)):
+                if not is_hypertable(conn, table):
+                    deleted += conn.execute(sql.SQL("DELETE FROM {} WHERE time < %s").format(
+                        sql.Identifier(table)), (before,)).rowcount
+            deleted += conn.execute(
+                "DELETE FROM ingested_batches WHERE received_at < %s",
+                (min(metrics_before, logs_before),)).rowcount
+            deleted += conn.execute(
+                "DELETE FROM notification_outbox WHERE status <> 'pending' AND created_at < %s",
+                (outbox_before,)).rowcount
+        return deleted
+
+    def leader_lock(self) -> PostgresLeaderLock:
+        return PostgresLeaderLock(self._conninfo)
+
+
+class PostgresLeaderLock:
+    """``pg_try_advisory_lock`` on a connection of its own, held while this process leads."""
+
+    def __init__(self, conninfo: str, key: int = LEADER_LOCK_KEY) -> None:
+        self._conninfo = conninfo
+        self._key = key
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock, or check that the connection holding it is still alive."""
+        try:
+            if self._conn is not None:
+                self._conn.execute("SELECT 1")
+                return True
+            conn = psycopg.connect(self._conninfo, autocommit=True,
+                                   connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name="miniobserv-alerting")
+        except psycopg.Error as err:
+            if self._conn is not None:
+                log.warning("alerting: lost the leader lock's connection: %s", err)
+            self._drop()
+            return False
+        return self._try(conn)
+
+    def _try(self, conn: psycopg.Connection[Any]) -> bool:
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+        except psycopg.Error:
+            conn.close()
+            return False
+        if row is None or not row[0]:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (closing its session releases it)."""
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:  # already gone, and the lock with it
+                pass

@@ -1,0 +1,181 @@
+"""SQLite side of the fleet: hosts, newest values, alert state, outbox, retention, leader.
+
+The newest point of every series is one ``row_number()`` window query over a recent window
+(served by the index on ``metrics.time``). The alerting leader holds an exclusive
+``fcntl.flock`` on ``<database>.alerting.lock``: the kernel releases it when the process
+dies, so another process sharing the file takes over at its next attempt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from miniobserv.server.storage.base import (
+    AlertState,
+    HostSeen,
+    HostState,
+    LatestValue,
+    OutboxItem,
+    Outgoing,
+)
+from miniobserv.server.storage.fleet_common import (
+    canonical_labels,
+    merge_latest,
+    outbox_status,
+)
+from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros, to_micros
+
+log = logging.getLogger(__name__)
+
+# Labels are stored as compact JSON text whose key order is the sender's: the query keeps
+# one row per spelling and merge_latest folds spellings of the same label set together.
+_LATEST = """SELECT host, name, labels, time, value FROM (
+        SELECT host, name, labels, time, value, row_number() OVER (
+            PARTITION BY host, name, labels ORDER BY time DESC, value DESC) AS rank
+        FROM metrics WHERE {where})
+    WHERE rank = 1"""
+_UPSERT_STATE = """INSERT INTO alert_states (rule_key, host, labels_key, state, value, since,
+        updated_at, last_notified) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (rule_key, host, labels_key) DO UPDATE SET state = excluded.state,
+        value = excluded.value, since = excluded.since, updated_at = excluded.updated_at,
+        last_notified = excluded.last_notified"""
+_UPSERT_HOST = """INSERT INTO host_states (host, down, since) VALUES (?, ?, ?)
+    ON CONFLICT (host) DO UPDATE SET down = excluded.down, since = excluded.since"""
+_QUEUE = """INSERT INTO notification_outbox (channel, payload, status, next_attempt_at,
+    created_at) VALUES (?, ?, 'pending', ?, ?)"""
+_FINISH = """UPDATE notification_outbox SET attempts = attempts + 1, status = ?,
+    next_attempt_at = coalesce(?, next_attempt_at), finished_at = ?, last_error = ?
+    WHERE id = ?"""
+
+
+def _micros(time: datetime | None) -> int | None:
+    return None if time is None else to_micros(time)
+
+
+class SQLiteFleet:
+    """The fleet repository over the process's SQLite connections."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    def last_seen(self) -> list[HostSeen]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT host, last_seen FROM hosts ORDER BY host").fetchall()
+        return [HostSeen(host, from_micros(seen)) for host, seen in rows]
+
+    def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
+               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+        """One window query; label filters compare ``json_extract`` per key."""
+        clauses = ["time >= :since"]
+        params: dict[str, Any] = {"since": to_micros(since), "name": name, "host": host}
+        if name is not None:
+            clauses.append("name = :name")
+        if host is not None:
+            clauses.append("host = :host")
+        for index, (key, value) in enumerate(labels):
+            params[f"key{index}"] = '$."' + key.replace('"', "") + '"'
+            params[f"value{index}"] = value
+            clauses.append(f"json_extract(labels, :key{index}) = :value{index}")
+        with self._db.read() as conn:
+            rows = conn.execute(_LATEST.format(where=" AND ".join(clauses)), params).fetchall()
+        return merge_latest(LatestValue(h, n, json.loads(lab), from_micros(t), float(v))
+                            for h, n, lab, t, v in rows)
+
+    def alert_states(self) -> list[AlertState]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT rule_key, host, labels_key, state, value, since, updated_at,"
+                " last_notified FROM alert_states").fetchall()
+        return [AlertState(key, host, json.loads(labels), state, value, from_micros(since),
+                           from_micros(updated), notified)
+                for key, host, labels, state, value, since, updated, notified in rows]
+
+    def host_states(self) -> list[HostState]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT host, down, since FROM host_states").fetchall()
+        return [HostState(host, bool(down), from_micros(since)) for host, down, since in rows]
+
+    def save_cycle(self, alerts: Sequence[AlertState], hosts: Sequence[HostState],
+                   outbox: Sequence[Outgoing], rule_keys: Sequence[str]) -> None:
+        """One transaction: states, host announcements and the deliveries they cause."""
+        keep = list(rule_keys)
+        with self._db.write() as conn:
+            conn.execute(f"DELETE FROM alert_states WHERE rule_key NOT IN "
+                         f"({', '.join('?' * len(keep))})", keep)
+            conn.executemany(_UPSERT_STATE, [
+                (a.rule_key, a.host, canonical_labels(a.labels), a.state, a.value,
+                 to_micros(a.since), to_micros(a.updated_at), a.last_notified) for a in alerts])
+            conn.executemany(_UPSERT_HOST, [(h.host, int(h.down), to_micros(h.since))
+                                            for h in hosts])
+            conn.executemany(_QUEUE, [(o.channel, json.dumps(o.payload), to_micros(o.created_at),
+                                       to_micros(o.created_at)) for o in outbox])
+
+    def pending_notifications(self, limit: int = 100) -> list[OutboxItem]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, channel, payload, attempts, next_attempt_at FROM notification_outbox"
+                " WHERE status = 'pending' ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [OutboxItem(item_id, channel, json.loads(payload), attempts, from_micros(due))
+                for item_id, channel, payload, attempts, due in rows]
+
+    def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
+                            retry_at: datetime | None = None, error: str | None = None) -> None:
+        status = outbox_status(delivered, retry_at)
+        finished = None if status == "pending" else to_micros(now)
+        with self._db.write() as conn:
+            conn.execute(_FINISH, (status, _micros(retry_at), finished, error, item_id))
+
+    def delete_expired(self, metrics_before: datetime, logs_before: datetime,
+                       outbox_before: datetime) -> int:
+        """Range deletes: SQLite has no retention of its own."""
+        statements = [
+            ("DELETE FROM metrics WHERE time < ?", metrics_before),
+            ("DELETE FROM logs WHERE time < ?", logs_before),
+            ("DELETE FROM ingested_batches WHERE received_at < ?",
+             min(metrics_before, logs_before)),
+            ("DELETE FROM notification_outbox WHERE status <> 'pending' AND created_at < ?",
+             outbox_before),
+        ]
+        deleted = 0
+        for statement, before in statements:  # one short write each: ingest is not held up
+            with self._db.write() as conn:
+                deleted += conn.execute(statement, (to_micros(before),)).rowcount
+        return deleted
+
+    def leader_lock(self) -> FileLeaderLock:
+        return FileLeaderLock(self._db.path + ".alerting.lock")
+
+
+class FileLeaderLock:
+    """An exclusive, non-blocking ``flock`` on a file next to the database."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            log.warning("alerting: cannot open the lock file %s: %s", self.path, err)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the lock

@@ -134,6 +134,7 @@ class Sender:
     RETRY_AFTER_MAX_S = 300.0  # a server asking for more is not taken literally
     GZIP_LEVEL = 6
     PATHS = {MetricBatch: "/api/v1/metrics", LogBatch: "/api/v1/logs"}
+    KINDS = {MetricBatch: "metric", LogBatch: "log"}  # for log lines
 
     def __init__(self, server_url: str, secret: str, stop: threading.Event | None = None,
                  timeout: float = 10.0, session: requests.Session | None = None,
@@ -162,6 +163,7 @@ class Sender:
         body = gzip.compress(json.dumps(batch.to_json(), separators=(",", ":")).encode(),
                              compresslevel=self.GZIP_LEVEL)
         url = self.server_url + self.PATHS[type(batch)]
+        kind = self.KINDS[type(batch)]
         failures = attempts = 0
         previous: int | None = None
         while not self.stop.is_set():
@@ -171,7 +173,8 @@ class Sender:
             if action == SENT:
                 return SendResult("sent", attempts, status)
             if action == DROP:
-                log.warning("batch %s dropped: server answered %s", batch.batch_id, reason)
+                log.warning("%s batch %s dropped: server answered %s", kind, batch.batch_id,
+                            reason)
                 return SendResult("dropped", attempts, status)
             failures += 1
             delay = self._delay(failures, retry_after)
@@ -179,8 +182,8 @@ class Sender:
                 self.tokens.renew()
                 delay = delay if previous == 401 else 0.0  # a fresh token deserves one try now
             previous = status
-            log.warning("batch %s not sent (%s); retry %d in %.1fs", batch.batch_id, reason,
-                        failures, delay)
+            log.warning("%s batch %s not sent (%s); retry %d in %.1fs", kind, batch.batch_id,
+                        reason, failures, delay)
             if self.stop.wait(delay):
                 break
         return SendResult("aborted", attempts, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from miniobserv.agent.runner import Runner
 from miniobserv.agent.sender import Sender
 from miniobserv.config import AgentConfig
 from miniobserv.errors import ConfigError
-from tests.agent.helpers import SECRET, Received, Reply, ScriptedServer
+from tests.agent.helpers import SECRET, Received, Reply, ScriptedServer, free_port
+from tests.agent.processes import LoggedProcess, start_agent
+from tests.agent.test_integration import logged_at
 from tests.agent.test_runner import T0, Counting
 
 WAIT_S = 20  # generous bound for things that happen within a poll or two
@@ -262,3 +265,68 @@ def test_a_full_queue_loses_nothing_the_files_are_the_buffer(site, monkeypatch):
     messages = accepted_messages(site.server)
     assert messages == numbered(1, 500)
     assert all(len(r.body["entries"]) <= 10 for r in log_requests(site.server))
+
+
+# --- the agent as a process against the stub server process ---------------------------------
+
+
+def start_stub(**env: str) -> tuple[LoggedProcess, str]:
+    port = free_port()
+    stub = LoggedProcess([sys.executable, "-m", "miniobserv.stubserver"],
+                         {"AGENT_TOKEN": SECRET, "LISTEN_ADDR": f"127.0.0.1:{port}", **env})
+    assert stub.wait_for("stub server on"), stub.output
+    return stub, f"http://127.0.0.1:{port}"
+
+
+def start_log_agent(url: str, root: Path) -> LoggedProcess:
+    agent = start_agent(url, AGENT_HOST="logs-01", LOG_PATHS=f"{root}/logs/*.log",
+                        LOG_STATE_DIR=str(root / "state"), SHUTDOWN_TIMEOUT="2s")
+    assert agent.wait_for("log tailing started"), agent.output
+    return agent
+
+
+@pytest.mark.integration
+def test_agent_process_ships_lines_to_the_stub_and_sigterm_exits_0(tmp_path):
+    (tmp_path / "logs").mkdir()
+    app = tmp_path / "logs" / "app.log"
+    app.write_text("written before the first start: not shipped\n")
+    stub, url = start_stub()
+    try:
+        agent = start_log_agent(url, tmp_path)
+        assert agent.wait_for(f"following log file {app} from its end"), agent.output
+        app.open("a").write("".join(f"{line}\n" for line in numbered(1, 3)))
+        assert stub.wait_for("from logs-01: 3 logs"), stub.output
+        status = agent.terminate(timeout=30)
+    finally:
+        assert stub.terminate() == 0, stub.output
+    assert status == 0, agent.output
+    assert "log tailing stopped: 1 batches sent, 0 lines refused" in agent.output
+    assert "WARNING" not in agent.output and "Traceback" not in agent.output
+
+
+@pytest.mark.integration
+def test_agent_process_stopped_during_an_outage_ships_the_lines_at_its_next_start(tmp_path):
+    (tmp_path / "logs").mkdir()
+    app = tmp_path / "logs" / "app.log"
+    app.write_text("")
+    down, down_url = start_stub(STUB_STATUS="503")
+    try:
+        agent = start_log_agent(down_url, tmp_path)
+        assert agent.wait_for(f"following log file {app}"), agent.output
+        app.open("a").write("".join(f"{line}\n" for line in numbered(1, 5)))
+        assert agent.wait_for("log batch"), agent.output  # "… not sent (HTTP 503 …"
+        status = agent.terminate(timeout=30)
+    finally:
+        down.terminate()
+    assert status == 0, agent.output
+    assert "their lines will be read again at the next start" in agent.output
+    # The drain bound (2 s) plus the grace for a request in flight, with slack for a busy CI.
+    assert logged_at(agent, "agent stopped") - logged_at(agent, "stopping:") <= 2 + 1 + 2
+    up, up_url = start_stub()
+    try:
+        again = start_log_agent(up_url, tmp_path)
+        assert up.wait_for("from logs-01: 5 logs"), up.output + again.output
+        assert again.terminate(timeout=30) == 0, again.output
+    finally:
+        assert up.terminate() == 0, up.output
+    assert "log tailing stopped: 1 batches sent" in again.output

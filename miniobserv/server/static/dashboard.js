@@ -7,7 +7,9 @@
  */
 "use strict";
 
-const REFRESH_MS = 10000;
+// Every 10 s; ``?refresh=2`` (seconds, at least 1) changes it, e.g. for tests and wall screens.
+const REFRESH_MS = Math.max(1, Number(new URLSearchParams(location.search).get("refresh")) || 10)
+  * 1000;
 const TOKEN_KEY = "miniobserv.token";
 const WINDOWS = [  // window, its length in seconds, the bucket its charts use
   {name: "15m", seconds: 900, bucket: "10s"},
@@ -21,7 +23,7 @@ const COLORS = ["#2f6fed", "#25a18e", "#e07a16", "#9b51e0", "#d64545", "#6b8e23"
                 "#00838f"];
 const ORDER = ["cpu.", "mem.", "swap.", "load.", "disk.", "net.", "system.", "custom."];
 const SVG_NS = "http://www.w3.org/2000/svg";
-const W = 640, H = 190, PAD = {left: 66, right: 12, top: 10, bottom: 22};
+const W = 520, H = 170, PAD = {left: 62, right: 12, top: 10, bottom: 22};
 
 const state = {host: null, window: "1h", timer: null, generation: 0};
 
@@ -444,12 +446,20 @@ async function loadLogs() {
   }
   $("logs-sub").textContent = state.host ? `from ${state.host}` : "";
   const lines = answer.entries.map((e) => el("div", {"class": "logline"},
-    el("span", {"class": "time", "title": e.time}, new Date(e.time).toLocaleString()),
+    el("span", {"class": "time", "title": e.time}, logTime(e.time)),
     el("span", {"class": `level ${e.level}`}, e.level),
     el("span", {"class": "host", "title": e.path || ""}, e.host),
     el("span", {"class": "msg"}, e.message)));
   $("logs").replaceChildren(...(lines.length ? lines :
     [el("div", {"class": "empty"}, "No log lines yet.")]));
+}
+
+function logTime(iso) {
+  const date = new Date(iso);
+  const time = date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit",
+                                             second: "2-digit"});
+  if (date.toDateString() === new Date().toDateString()) return time;
+  return `${date.toLocaleDateString([], {month: "short", day: "numeric"})} ${time}`;
 }
 
 /* --- start -------------------------------------------------------------------------------- */

@@ -201,7 +201,9 @@ LOG_QUERY_PARAMS: list[Json] = [
     openapi.query_param("to", "Window end (inclusive), RFC 3339; not before from",
                         openapi.TIME),
     openapi.query_param("q", "Case-insensitive literal substring of the message (% and _ "
-                             "match themselves)", {"type": "string"}),
+                             "match themselves). ASCII letters fold on every store; other "
+                             "letters only on PostgreSQL under a non-C locale",
+                        {"type": "string", "maxLength": MAX_SEARCH_LEN}),
     openapi.query_param("search", "Another name for q", {"type": "string"}),
     openapi.query_param("limit", f"Page size; 0 means the default, above {MAX_LOG_LIMIT} is "
                                  f"clamped to {MAX_LOG_LIMIT}",

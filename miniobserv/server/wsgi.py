@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from flask import Flask
 
@@ -43,7 +44,7 @@ def load() -> Flask:
         fail(f"miniobserv: {err}")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print ``message`` once per gunicorn master and exit with its "app failed to load".
 
     When several workers exit with that status at once, gunicorn (27) raises a second

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -94,13 +95,26 @@ class ThrowawayCluster:
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = 0
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    def _command(self, *args: str) -> list[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True,
-                              timeout=START_TIMEOUT_S + 30)
+        return subprocess.run(self._command(*args), cwd=self.root, capture_output=True,
+                              text=True, timeout=START_TIMEOUT_S + 30)
+
+    def _watch(self) -> None:
+        """Stop and delete the cluster if this process dies without its teardown (SIGKILL,
+        a broken pipe...): a detached shell polls our pid. ``destroy`` ends it."""
+        stop = " ".join(shlex.quote(arg) for arg in self._command(
+            "pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w"))
+        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}")
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def start(self) -> str:
         """initdb and start; return the superuser URL of the ``postgres`` database."""
@@ -117,6 +131,7 @@ class ThrowawayCluster:
             self.port = free_port()
             result = self._pg_ctl_start()
             if result.returncode == 0:
+                self._watch()
                 return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._check(result, "pg_ctl start")
         raise AssertionError("unreachable")
@@ -154,6 +169,9 @@ class ThrowawayCluster:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def start_server(config: ServerConfig) -> tuple[Any, Any]:
 
     from miniobserv.server.app import create_app, open_store
 
-    repos = open_store(config)
+    repos, _ = open_store(config)  # the demo's SQLite file is always reachable
     host, port = config.listen_addr
     try:
         app = create_app(config, repos, start_background=True)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 
-from flask import Flask
+from flask import Flask, Response, jsonify, request
 
 from miniobserv.config import ServerConfig
 from miniobserv.server import api
 from miniobserv.server.alerting.service import AlertingService
 from miniobserv.server.api.context import install
-from miniobserv.server.storage.base import Repositories
+from miniobserv.server.storage.base import Repositories, StorageUnavailable
 from miniobserv.server.telemetry import telemetry_for_process
 
 SERVICE_KEY = "miniobserv.alerting"
@@ -34,10 +35,13 @@ def create_app(config: ServerConfig | None = None,
     the environment is invalid.
     """
     config = config if config is not None else ServerConfig.from_env()
+    migrations: PendingMigrations | None = None
     if repos is None:
-        repos = open_store(config)
+        repos, migrations = open_store(config)
         atexit.register(_close, repos)
     app = Flask(__name__, static_folder=None)  # the dashboard serves its own assets
+    if migrations is not None:
+        app.before_request(migrations.before_request)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep their documented order
     install(app, config, repos)
     telemetry_for_process(shared=start_background).install(app)
@@ -56,16 +60,60 @@ def stop_background(app: Flask) -> None:
         service.stop()
 
 
-def open_store(config: ServerConfig) -> Repositories:
-    """Run the migrations when ``AUTO_MIGRATE`` allows, then open the repositories."""
+class PendingMigrations:
+    """Migrations that could not run at start because the database was down.
+
+    Every request but ``/healthz`` tries them again first (one thread at a time) and answers
+    503 while the database stays unreachable; once they ran, the check is one attribute read.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.done = False
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        """Run the migrations unless done; raise StorageUnavailable while the database is down."""
+        from miniobserv.server.storage import migrate
+
+        with self._lock:
+            if not self.done:
+                migrate.upgrade_or_unavailable(self.database_url)
+                self.done = True
+                logger.info("database reachable again: migrations done")
+
+    def before_request(self) -> Response | tuple[Response, int] | None:
+        if self.done or request.endpoint == "health.healthz":
+            return None
+        try:
+            self.ensure()
+        except StorageUnavailable:
+            if request.endpoint == "health.readyz":
+                return jsonify(status="unavailable", error="database unavailable"), 503
+            raise
+        return None
+
+
+def open_store(config: ServerConfig) -> tuple[Repositories, PendingMigrations | None]:
+    """Open the repositories, migrating first when ``AUTO_MIGRATE`` allows.
+
+    When the database cannot be reached, the process still starts: the returned
+    PendingMigrations retries before each request (gunicorn would otherwise stop every
+    worker because one failed to boot during an outage).
+    """
     # Imported here: handler tests pass fakes and never load a database driver.
     from miniobserv.server import storage
     from miniobserv.server.storage import migrate
 
+    pending = None
     if config.auto_migrate:
-        migrate.upgrade(config.database_url)
+        try:
+            migrate.upgrade_or_unavailable(config.database_url)
+        except StorageUnavailable as err:
+            logger.warning("%s at start; migrations will be retried before requests", err)
+            pending = PendingMigrations(config.database_url)
     repos: Repositories = storage.open_repositories(config)
-    return repos
+    return repos, pending
 
 
 def _close(repos: Repositories) -> None:

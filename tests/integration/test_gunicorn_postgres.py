@@ -170,3 +170,30 @@ def test_readiness_follows_the_database_down_and_up(
     assert retried.status_code == 202
     values = query(server, "gw-03", start, bucket="1m", agg="sum").json()["points"]
     assert [p["value"] for p in values] == [16.0]
+
+
+def test_workers_started_during_an_outage_serve_once_the_database_is_back(
+        cluster: tuple[ThrowawayCluster, str]) -> None:
+    own, url = cluster
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE started_in_outage")
+    own.stop_server()
+    late: Server | None = None
+    try:
+        late = Server(url.rsplit("/", 1)[0] + "/started_in_outage")
+        down = late.wait_status("/readyz", 503)
+        assert down.json() == {"status": "unavailable", "error": "database unavailable"}
+        refused = post_batch(late, batch_of("gw-04", minute_start(), [1.0]))
+        assert refused.status_code == 503
+        assert late.get("/healthz").status_code == 200
+    finally:
+        own.start_server()
+    try:
+        late.wait_status("/readyz", 200)
+        start = minute_start()
+        assert post_batch(late, batch_of("gw-04", start, [4.0])).status_code == 202
+        assert query(late, "gw-04", start).json()["points"][0]["value"] == 4.0
+        assert "Worker failed to boot" not in late.output
+    finally:
+        assert late.terminate() == 0, late.output

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
 import miniobserv
+from miniobserv.server.storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +92,15 @@ def current_revision(database_url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def upgrade_or_unavailable(database_url: str, revision: str = "head") -> None:
+    """:func:`upgrade`, raising StorageUnavailable when the database cannot be reached.
+
+    A worker that starts during a database outage then serves 503s and retries, instead of
+    failing to boot (which makes gunicorn stop the whole server).
+    """
+    try:
+        upgrade(database_url, revision)
+    except sa.exc.OperationalError as err:  # refused, timed out, shutting down, locked
+        raise StorageUnavailable(f"database unavailable: {type(err.orig).__name__}") from err

@@ -21,9 +21,9 @@ from logging.config import fileConfig
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import context
 from sqlalchemy.pool import NullPool
 
-from alembic import context
 from miniobserv.server.storage.migrate import (
     DEFAULT_DATABASE_URL,
     LOCK_TIMEOUT,

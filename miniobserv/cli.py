@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import click
@@ -148,7 +148,7 @@ def query(host: str, name: str, since: str, bucket: str, agg: str, labels: Seque
           plot: bool, server: str | None) -> None:
     """Show one series from the server as a table or a sparkline."""
     base = (server or os.environ.get("SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
-    end = datetime.now(timezone.utc).replace(microsecond=0)
+    end = datetime.now(UTC).replace(microsecond=0)
     start = end - _duration(since, "--since")
     params: list[tuple[str, str]] = [
         ("host", host), ("name", name), ("from", start.isoformat()), ("to", end.isoformat()),

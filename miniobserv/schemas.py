@@ -7,7 +7,7 @@ the model so that the agent, which never loads a batch from JSON, does not impor
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import marshmallow as ma
@@ -16,7 +16,6 @@ from miniobserv.errors import ValidationError
 from miniobserv.model import (
     LEVELS,
     MAX_BATCH,
-    UTC,
     LogBatch,
     LogEntry,
     Metric,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from miniobserv.errors import ValidationError
 
@@ -314,18 +314,27 @@ def check_message(value: Any, field_name: str = "message") -> str:
 # --- whole records ---------------------------------------------------------------------------
 
 _METRIC_KEYS = frozenset({"time", "host", "name", "value", "labels"})
+_Record = TypeVar("_Record", Metric, LogEntry)
+
+
+def _record_host(data: Any, host: str | None) -> str:
+    """The host of one wire record: its own (equal to the batch ``host``, if any) or inherited.
+
+    Also refuses a record that is not an object (field ``""``, prefixed by the caller).
+    """
+    if not isinstance(data, dict):
+        raise ValidationError("", "must be an object")
+    if "host" not in data and host is not None:
+        return host
+    own = check_host(data.get("host"))
+    if host is not None and own != host:
+        raise ValidationError("host", f"must equal the batch host {host!r}")
+    return own
 
 
 def parse_metric(data: Any, now: datetime, host: str | None = None) -> Metric:
     """Validate one wire metric; ``host`` is the batch host it must equal (or inherit)."""
-    if not isinstance(data, dict):
-        raise ValidationError("", "must be an object")
-    if "host" in data or host is None:
-        metric_host = check_host(data.get("host"))
-        if host is not None and metric_host != host:
-            raise ValidationError("host", f"must equal the batch host {host!r}")
-    else:
-        metric_host = host
+    metric_host = _record_host(data, host)
     if "name" not in data:
         raise ValidationError("name", "is required")
     if "value" not in data:
@@ -341,6 +350,26 @@ def parse_metric(data: Any, now: datetime, host: str | None = None) -> Metric:
     )
 
 
+def _parse_batch(data: Any, key: str, parse_item: Callable[[Any, datetime, str], _Record],
+                 now: datetime | None) -> tuple[str, uuid.UUID | None, list[_Record]]:
+    """The host, ``batch_id`` and records of a wire batch whose records sit under ``key``.
+
+    A record's errors are prefixed with its place (``metrics[3].value``).
+    """
+    now = now or datetime.now(UTC)
+    if not isinstance(data, dict):
+        raise ValidationError("body", "must be a JSON object")
+    host = check_host(data.get("host"))
+    batch_id = check_batch_id(data.get("batch_id"))
+    records = []
+    for index, item in enumerate(_check_items(data, key)):
+        try:
+            records.append(parse_item(item, now, host))
+        except ValidationError as err:
+            raise err.prefixed(f"{key}[{index}]") from None
+    return host, batch_id, records
+
+
 def _check_items(data: Any, key: str) -> list[Any]:
     items = data.get(key)
     if not isinstance(items, list):
@@ -354,31 +383,13 @@ def _check_items(data: Any, key: str) -> list[Any]:
 
 def parse_metric_batch(data: Any, now: datetime | None = None) -> MetricBatch:
     """Validate a wire ``{host, metrics[], batch_id?}`` in one pass; raise on the first error."""
-    now = now or datetime.now(UTC)
-    if not isinstance(data, dict):
-        raise ValidationError("body", "must be a JSON object")
-    host = check_host(data.get("host"))
-    batch_id = check_batch_id(data.get("batch_id"))
-    items = _check_items(data, "metrics")
-    metrics = []
-    for index, item in enumerate(items):
-        try:
-            metrics.append(parse_metric(item, now, host))
-        except ValidationError as err:
-            raise err.prefixed(f"metrics[{index}]") from None
+    host, batch_id, metrics = _parse_batch(data, "metrics", parse_metric, now)
     return MetricBatch(host=host, metrics=metrics, batch_id=batch_id)
 
 
 def parse_log_entry(data: Any, now: datetime, host: str | None = None) -> LogEntry:
     """Validate one wire log entry; ``path`` and ``source`` name the same column."""
-    if not isinstance(data, dict):
-        raise ValidationError("", "must be an object")
-    if "host" in data or host is None:
-        entry_host = check_host(data.get("host"))
-        if host is not None and entry_host != host:
-            raise ValidationError("host", f"must equal the batch host {host!r}")
-    else:
-        entry_host = host
+    entry_host = _record_host(data, host)
     if "time" not in data:
         raise ValidationError("time", "is required")
     path = data.get("path")
@@ -397,18 +408,7 @@ def parse_log_entry(data: Any, now: datetime, host: str | None = None) -> LogEnt
 
 def parse_log_batch(data: Any, now: datetime | None = None) -> LogBatch:
     """Validate a wire ``{host, entries[], batch_id?}`` in one pass."""
-    now = now or datetime.now(UTC)
-    if not isinstance(data, dict):
-        raise ValidationError("body", "must be a JSON object")
-    host = check_host(data.get("host"))
-    batch_id = check_batch_id(data.get("batch_id"))
-    items = _check_items(data, "entries")
-    entries = []
-    for index, item in enumerate(items):
-        try:
-            entries.append(parse_log_entry(item, now, host))
-        except ValidationError as err:
-            raise err.prefixed(f"entries[{index}]") from None
+    host, batch_id, entries = _parse_batch(data, "entries", parse_log_entry, now)
     return LogBatch(host=host, entries=entries, batch_id=batch_id)
 
 

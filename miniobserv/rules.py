@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from miniobserv.config import format_duration, parse_duration
@@ -33,6 +33,7 @@ MAX_FOR = timedelta(days=7)
 
 _RULE_KEYS = frozenset({"host", "name", "labels", "op", "threshold", "for"})
 _NOTIFICATION_KEYS = frozenset({"type", "url"})
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,7 @@ class Notification:
 def parse_alert_rules(items: Sequence[Mapping[str, Any]],
                       variable: str = "ALERT_RULES") -> tuple[AlertRule, ...]:
     """Validate every rule; raise ConfigError naming ``ALERT_RULES[i].field``."""
-    rules = []
-    for index, item in enumerate(items):
-        try:
-            rules.append(parse_alert_rule(item))
-        except ValidationError as err:
-            raise ConfigError(f"{variable}[{index}].{err}") from None
-    return tuple(rules)
+    return _parse_each(items, parse_alert_rule, variable)
 
 
 def parse_alert_rule(item: Mapping[str, Any]) -> AlertRule:
@@ -149,13 +144,19 @@ def _for(value: Any) -> timedelta:
 def parse_notifications(items: Sequence[Mapping[str, Any]],
                         variable: str = "ALERT_NOTIFICATIONS") -> tuple[Notification, ...]:
     """Validate every channel; raise ConfigError naming ``ALERT_NOTIFICATIONS[i].field``."""
-    channels = []
+    return _parse_each(items, parse_notification, variable)
+
+
+def _parse_each(items: Sequence[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], _T],
+                variable: str) -> tuple[_T, ...]:
+    """``parse`` every item; the first ValidationError becomes ``variable[i].field: ...``."""
+    parsed = []
     for index, item in enumerate(items):
         try:
-            channels.append(parse_notification(item))
+            parsed.append(parse(item))
         except ValidationError as err:
             raise ConfigError(f"{variable}[{index}].{err}") from None
-    return tuple(channels)
+    return tuple(parsed)
 
 
 def parse_notification(item: Mapping[str, Any]) -> Notification:

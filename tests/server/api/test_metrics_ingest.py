@@ -136,7 +136,7 @@ BAD_METRICS: list[tuple[dict[str, Any], str]] = [
     ({"time": "2026-06-05 10:00:00Z"}, "metrics[3].time: must be RFC 3339 with an offset"),
     ({"time": 1780653600}, "metrics[3].time: must be an RFC 3339 string"),
     ({"time": "2026-02-30T10:00:00Z"}, "metrics[3].time: is not a valid time"),
-    ({"time": format_time(datetime.now(UTC) + timedelta(minutes=11))},
+    ({"time": format_time(datetime.now(UTC) + timedelta(days=1))},  # built at collection: stays ahead
      "metrics[3].time: is more than 10 minutes in the future"),
     ({"name": "cpu_usage_pct"}, "metrics[3].name: unknown metric name 'cpu_usage_pct'"),
     ({"name": "CPU.usage_pct"}, "metrics[3].name: unknown metric name"),

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -65,7 +66,7 @@ AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs its SQL"
 
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (%s, 'metrics', %s) ON CONFLICT (batch_id) DO NOTHING"""
+    VALUES (%s, %s, %s) ON CONFLICT (batch_id) DO NOTHING"""
 _COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
@@ -101,6 +102,30 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def labels_text(labels: Mapping[str, str]) -> str:
+    """The ``labels`` column's text: compact JSON, ``{}`` when there are none."""
+    return _encode_labels(labels) if labels else "{}"
+
+
+def copy_batch(pool: ConnectionPool, kind: str, batch_id: UUID | None, host: str,
+               statement: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Store one batch in one transaction: the ``batch_id`` claim, the COPY, ``last_seen``.
+
+    ``kind`` (``metrics`` or ``logs``) goes with the claim in ``ingested_batches``;
+    ``statement`` is the ``COPY ... FROM STDIN`` of ``rows``. A ``batch_id`` claimed before
+    writes nothing (the retry of a stored batch).
+    """
+    now = datetime.now(UTC)
+    with translate_errors(), pool.connection() as conn, conn.transaction():
+        if batch_id is not None and \
+                conn.execute(_CLAIM_BATCH, (batch_id, kind, now)).rowcount == 0:
+            return  # stored before: nothing more to do
+        with conn.cursor().copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute(_TOUCH_HOST, (host, now))
+
+
 class PostgresMetrics:
     """Metrics in the ``metrics`` table (a hypertable when TimescaleDB is present)."""
 
@@ -109,18 +134,9 @@ class PostgresMetrics:
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
-        count = len(batch.metrics)
-        now = datetime.now(UTC)
-        with translate_errors(), self._pool.connection() as conn, conn.transaction():
-            if batch.batch_id is not None and \
-                    conn.execute(_CLAIM_BATCH, (batch.batch_id, now)).rowcount == 0:
-                return count  # stored before: nothing more to do
-            with conn.cursor().copy(_COPY_METRICS) as copy:
-                for m in batch.metrics:
-                    copy.write_row((m.time, m.host, m.name, m.value,
-                                    _encode_labels(m.labels) if m.labels else "{}"))
-            conn.execute(_TOUCH_HOST, (batch.host, now))
-        return count
+        rows = ((m.time, m.host, m.name, m.value, labels_text(m.labels)) for m in batch.metrics)
+        copy_batch(self._pool, "metrics", batch.batch_id, batch.host, _COPY_METRICS, rows)
+        return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""

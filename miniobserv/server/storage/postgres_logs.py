@@ -10,21 +10,16 @@ database's ``LC_CTYPE`` (ASCII only under the C locale).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from miniobserv.model import LogBatch
 from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
-from miniobserv.server.storage.postgres import _TOUCH_HOST, translate_errors
+from miniobserv.server.storage.postgres import copy_batch, labels_text, translate_errors
 
-_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
-
-_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (%s, 'logs', %s) ON CONFLICT (batch_id) DO NOTHING"""
 _COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
 _SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"
 # The only SQL a query is built from, one fragment per filter.
@@ -52,18 +47,10 @@ class PostgresLogs:
 
     def insert_batch(self, batch: LogBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
-        count = len(batch.entries)
-        now = datetime.now(UTC)
-        with translate_errors(), self._pool.connection() as conn, conn.transaction():
-            if batch.batch_id is not None and \
-                    conn.execute(_CLAIM_BATCH, (batch.batch_id, now)).rowcount == 0:
-                return count  # stored before: nothing more to do
-            with conn.cursor().copy(_COPY_LOGS) as copy:
-                for e in batch.entries:
-                    copy.write_row((e.time, e.host, e.level, e.message, e.path,
-                                    _encode_labels(e.labels) if e.labels else "{}"))
-            conn.execute(_TOUCH_HOST, (batch.host, now))
-        return count
+        rows = ((e.time, e.host, e.level, e.message, e.path, labels_text(e.labels))
+                for e in batch.entries)
+        copy_batch(self._pool, "logs", batch.batch_id, batch.host, _COPY_LOGS, rows)
+        return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:
         """Newest first by id, at most ``query.limit`` entries; see LogsRepository.query."""

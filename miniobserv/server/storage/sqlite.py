@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from miniobserv.model import MetricBatch, is_label_key
 from miniobserv.server.storage.base import (
@@ -64,7 +65,7 @@ _VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
     FROM metrics WHERE {where} ORDER BY series, bucket, value"""
 _INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (?, 'metrics', ?) ON CONFLICT (batch_id) DO NOTHING"""
+    VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING"""
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (?, ?)
     ON CONFLICT (host) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"""
 
@@ -191,6 +192,28 @@ class SQLiteDatabase:
                 self._idle.get_nowait().close()
 
 
+def labels_text(labels: Mapping[str, str]) -> str:
+    """The ``labels`` column's text: compact JSON, ``{}`` when there are none."""
+    return _encode_labels(labels) if labels else "{}"
+
+
+def insert_batch(db: SQLiteDatabase, kind: str, batch_id: UUID | None, host: str,
+                 statement: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Store one batch in one transaction: the ``batch_id`` claim, the rows, ``last_seen``.
+
+    ``kind`` (``metrics`` or ``logs``) goes with the claim in ``ingested_batches``;
+    ``statement`` is the ``INSERT`` of one row. A ``batch_id`` claimed before writes nothing
+    (the retry of a stored batch).
+    """
+    now = to_micros(datetime.now(UTC))
+    with db.write() as conn:
+        if batch_id is not None and \
+                conn.execute(_CLAIM_BATCH, (batch_id.hex, kind, now)).rowcount == 0:
+            return  # stored before: nothing more to do
+        conn.executemany(statement, rows)
+        conn.execute(_TOUCH_HOST, (host, now))
+
+
 class SQLiteMetrics:
     """Metrics in the ``metrics`` table of a SQLite file."""
 
@@ -199,17 +222,10 @@ class SQLiteMetrics:
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
-        count = len(batch.metrics)
-        now = to_micros(datetime.now(UTC))
-        rows = [(to_micros(m.time), m.host, m.name, m.value,
-                 _encode_labels(m.labels) if m.labels else "{}") for m in batch.metrics]
-        with self._db.write() as conn:
-            if batch.batch_id is not None and \
-                    conn.execute(_CLAIM_BATCH, (batch.batch_id.hex, now)).rowcount == 0:
-                return count  # stored before: nothing more to do
-            conn.executemany(_INSERT, rows)
-            conn.execute(_TOUCH_HOST, (batch.host, now))
-        return count
+        rows = [(to_micros(m.time), m.host, m.name, m.value, labels_text(m.labels))
+                for m in batch.metrics]
+        insert_batch(self._db, "metrics", batch.batch_id, batch.host, _INSERT, rows)
+        return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""

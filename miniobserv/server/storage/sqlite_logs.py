@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from miniobserv.model import LogBatch
 from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
 from miniobserv.server.storage.sqlite import (
-    _TOUCH_HOST,
     SQLiteDatabase,
     from_micros,
+    insert_batch,
+    labels_text,
     to_micros,
 )
 
-_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
-
-_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (?, 'logs', ?) ON CONFLICT (batch_id) DO NOTHING"""
 _INSERT = """INSERT INTO logs (time, host, level, message, path, labels)
     VALUES (?, ?, ?, ?, ?, ?)"""
 _SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"
@@ -40,17 +36,10 @@ class SQLiteLogs:
 
     def insert_batch(self, batch: LogBatch) -> int:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
-        count = len(batch.entries)
-        now = to_micros(datetime.now(UTC))
-        rows = [(to_micros(e.time), e.host, e.level, e.message, e.path,
-                 _encode_labels(e.labels) if e.labels else "{}") for e in batch.entries]
-        with self._db.write() as conn:
-            if batch.batch_id is not None and \
-                    conn.execute(_CLAIM_BATCH, (batch.batch_id.hex, now)).rowcount == 0:
-                return count  # stored before: nothing more to do
-            conn.executemany(_INSERT, rows)
-            conn.execute(_TOUCH_HOST, (batch.host, now))
-        return count
+        rows = [(to_micros(e.time), e.host, e.level, e.message, e.path, labels_text(e.labels))
+                for e in batch.entries]
+        insert_batch(self._db, "logs", batch.batch_id, batch.host, _INSERT, rows)
+        return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:
         """Newest first by id, at most ``query.limit`` entries; see LogsRepository.query."""

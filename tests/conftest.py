@@ -30,6 +30,7 @@ import pytest
 from psycopg import sql
 
 from miniobserv.server.storage import migrate
+from tests.processes import Gunicorn
 
 SETUP_HINT = ("run the README's test command (./scripts/test), which installs Debian's "
               "postgresql, or set TEST_DATABASE_URL=postgresql://user@host:port/db")
@@ -255,3 +256,21 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'miniobserv.db'}"
     migrate.upgrade(url)
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of this test alone, once SQLite and once PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "fresh_postgres_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def gunicorn(database_url: str) -> Iterator[Gunicorn]:
+    """gunicorn serving the app on ``database_url``, ready; stopped after the test."""
+    server = Gunicorn(database_url)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.terminate()

@@ -15,7 +15,7 @@ import requests
 from miniobserv.config import AgentConfig
 from miniobserv.demo import banner, connect_host, demo_configs, main
 from tests.agent.helpers import SECRET, free_port
-from tests.agent.processes import START_TIMEOUT_S, LoggedProcess
+from tests.processes import START_TIMEOUT_S, LoggedProcess
 
 
 def test_a_missing_secret_is_generated_and_shared_by_server_and_agent():

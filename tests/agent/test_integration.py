@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
-from tests.agent.processes import START_TIMEOUT_S, Gunicorn, LoggedProcess, start_agent
+from tests.processes import START_TIMEOUT_S, Gunicorn, LoggedProcess, start_agent
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    fixture = "sqlite_url" if request.param == "sqlite" else "fresh_postgres_url"
-    return str(request.getfixturevalue(fixture))
-
-
-@pytest.fixture
-def gunicorn(database_url: str) -> Iterator[Gunicorn]:
-    server = Gunicorn(database_url)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.terminate()
 
 
 def wait_for_points(server: Gunicorn, host: str, name: str, **params: str) -> list[dict]:

@@ -20,9 +20,9 @@ from miniobserv.agent.sender import Sender
 from miniobserv.config import AgentConfig
 from miniobserv.errors import ConfigError
 from tests.agent.helpers import SECRET, Received, Reply, ScriptedServer, free_port
-from tests.agent.processes import LoggedProcess, start_agent
 from tests.agent.test_integration import logged_at
 from tests.agent.test_runner import T0, Counting
+from tests.processes import LoggedProcess, start_agent
 
 WAIT_S = 20  # generous bound for things that happen within a poll or two
 

@@ -11,7 +11,7 @@ import pytest
 
 from miniobserv.agent.__main__ import main
 from tests.agent.helpers import free_port
-from tests.agent.processes import start_agent
+from tests.processes import start_agent
 
 GOOD = {"SERVER_URL": "http://127.0.0.1:9", "AGENT_TOKEN": "0123456789abcdef-secret"}
 

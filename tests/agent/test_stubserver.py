@@ -19,7 +19,7 @@ from miniobserv.model import Metric, MetricBatch
 from miniobserv.stubserver import StubSettings, listen_addr, main, make_server
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET, free_port
-from tests.agent.processes import LoggedProcess, start_agent
+from tests.processes import LoggedProcess, start_agent
 
 NOW = datetime.now(UTC)
 

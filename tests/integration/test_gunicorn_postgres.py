@@ -23,8 +23,8 @@ import requests
 
 from miniobserv.model import format_time
 from miniobserv.tokens import mint_token
-from tests.agent.processes import LoggedProcess
 from tests.conftest import ThrowawayCluster, find_pg_bindir, free_port
+from tests.processes import LoggedProcess
 
 pytestmark = pytest.mark.integration
 

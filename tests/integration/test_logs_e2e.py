@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,25 +20,9 @@ import requests
 from miniobserv.model import parse_time
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET
-from tests.agent.processes import START_TIMEOUT_S, Gunicorn, LoggedProcess, start_agent
+from tests.processes import START_TIMEOUT_S, Gunicorn, LoggedProcess, start_agent
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    fixture = "sqlite_url" if request.param == "sqlite" else "fresh_postgres_url"
-    return str(request.getfixturevalue(fixture))
-
-
-@pytest.fixture
-def gunicorn(database_url: str) -> Iterator[Gunicorn]:
-    server = Gunicorn(database_url)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.terminate()
 
 
 def query_logs(server: Gunicorn, **params: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import requests
 
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET
-from tests.agent.processes import Gunicorn
+from tests.processes import Gunicorn
 
 pytestmark = pytest.mark.integration
 

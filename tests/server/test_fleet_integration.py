@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET
-from tests.agent.processes import Gunicorn
+from tests.processes import Gunicorn
 from tests.server.alerting.capture import Capture, capture_server
 
 pytestmark = pytest.mark.integration

@@ -1,17 +1,21 @@
-"""Fixtures of the storage tests: one empty store of each kind, for the contract suites."""
+"""Fixtures of the storage tests: one empty store of each kind (contract suites), and the
+PostgreSQL databases of the migration tests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 
 from miniobserv.config import ServerConfig
-from miniobserv.server.storage import open_repositories
+from miniobserv.server.storage import open_repositories, postgres
 from miniobserv.server.storage.base import Repositories
 from tests.fakes import FakeRepositories
 
 STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+NO_TIMESCALEDB = "the timescaledb extension is not available on the test PostgreSQL server"
 
 
 def config_for(url: str) -> ServerConfig:
@@ -35,3 +39,20 @@ def repos(store: str, request: pytest.FixtureRequest) -> Iterator[Repositories]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_databases: Any) -> Iterator[str]:
+    """A database of this test alone, not migrated, dropped afterwards."""
+    url = postgres_databases.create(migrated=False)
+    yield url
+    postgres_databases.drop(url)
+
+
+@pytest.fixture
+def timescale_url(fresh_postgres_url: str) -> str:
+    """``fresh_postgres_url`` where TimescaleDB is installed; elsewhere the test is skipped."""
+    with psycopg.connect(fresh_postgres_url) as conn:
+        if not postgres.has_timescaledb(conn):
+            pytest.skip(NO_TIMESCALEDB)
+    return fresh_postgres_url

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from miniobserv.server.storage.tables import metadata
 from tests.conftest import ThrowawayCluster, find_pg_bindir, has_timescaledb_files
 
 OUR_TABLES = {"metrics", "ingested_batches", "hosts"}
-NO_TIMESCALEDB = "the timescaledb extension is not available on the test PostgreSQL server"
 
 
 def table_names(url: str) -> set[str]:
@@ -128,13 +126,6 @@ def test_sqlite_concurrent_migrations_all_succeed(tmp_path: Path) -> None:
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
-@pytest.fixture
-def empty_postgres_url(postgres_databases: Any) -> Iterator[str]:
-    url = postgres_databases.create(migrated=False)
-    yield url
-    postgres_databases.drop(url)
-
-
 @pytest.mark.integration
 def test_postgres_upgrade_downgrade_upgrade(empty_postgres_url: str) -> None:
     round_trip(empty_postgres_url)
@@ -159,12 +150,18 @@ def test_postgres_concurrent_migrations_all_succeed(empty_postgres_url: str) -> 
 
 # --- TimescaleDB ---------------------------------------------------------------------------
 
-@pytest.fixture
-def timescale_url(fresh_postgres_url: str) -> str:
-    with psycopg.connect(fresh_postgres_url) as conn:
-        if not postgres.has_timescaledb(conn):
-            pytest.skip(NO_TIMESCALEDB)
-    return fresh_postgres_url
+def chunk_interval(conn: psycopg.Connection[Any], table: str) -> Any:
+    """The time interval of one chunk of hypertable ``table``."""
+    row = conn.execute("SELECT time_interval FROM timescaledb_information.dimensions"
+                       " WHERE hypertable_name = %s", (table,)).fetchone()
+    return row[0] if row else None
+
+
+def compression_settings(conn: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
+    """``(column, segmentby index, orderby asc)`` of hypertable ``table``, by column name."""
+    return conn.execute("SELECT attname, segmentby_column_index, orderby_asc"
+                        " FROM timescaledb_information.compression_settings"
+                        " WHERE hypertable_name = %s ORDER BY attname", (table,)).fetchall()
 
 
 def policies(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
@@ -180,14 +177,9 @@ def policies(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
 def test_timescaledb_hypertable_and_policies(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
         assert postgres.is_hypertable(conn, "metrics")
-        interval = conn.execute("SELECT time_interval FROM timescaledb_information.dimensions"
-                                " WHERE hypertable_name = 'metrics'").fetchone()
-        assert interval == (timedelta(days=1),)
-        settings = conn.execute(
-            "SELECT attname, segmentby_column_index, orderby_asc"
-            " FROM timescaledb_information.compression_settings"
-            " WHERE hypertable_name = 'metrics' ORDER BY attname").fetchall()
-        assert settings == [("host", 1, None), ("name", 2, None), ("time", None, False)]
+        assert chunk_interval(conn, "metrics") == timedelta(days=1)
+        assert compression_settings(conn, "metrics") == [
+            ("host", 1, None), ("name", 2, None), ("time", None, False)]
         jobs = policies(conn)
     assert set(jobs) == {"policy_compression", "policy_retention"}
     assert jobs["policy_compression"]["config"]["compress_after"] == "7 days"

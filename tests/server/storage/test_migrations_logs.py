@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,12 @@ from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.storage import migrate, open_repositories, postgres, sync_retention
 from miniobserv.server.storage.base import LogQuery
 from tests.server.storage.conftest import config_for
-from tests.server.storage.test_migrations import NO_TIMESCALEDB, table_names, url_as
+from tests.server.storage.test_migrations import (
+    chunk_interval,
+    compression_settings,
+    table_names,
+    url_as,
+)
 
 T0 = datetime(2026, 6, 5, 10, 0, 0, tzinfo=UTC)
 
@@ -89,13 +93,6 @@ def test_sqlite_ids_are_never_reused(tmp_path: Path) -> None:
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
-
-@pytest.fixture
-def empty_postgres_url(postgres_databases: Any) -> Iterator[str]:
-    url = postgres_databases.create(migrated=False)
-    yield url
-    postgres_databases.drop(url)
-
 
 def index_names(conn: psycopg.Connection[Any]) -> set[str]:
     rows = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'logs'").fetchall()
@@ -163,14 +160,6 @@ def test_role_that_may_not_create_pg_trgm_still_migrates(
 
 # --- TimescaleDB ---------------------------------------------------------------------------
 
-@pytest.fixture
-def timescale_url(fresh_postgres_url: str) -> str:
-    with psycopg.connect(fresh_postgres_url) as conn:
-        if not postgres.has_timescaledb(conn):
-            pytest.skip(NO_TIMESCALEDB)
-    return fresh_postgres_url
-
-
 def jobs(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], dict[str, Any]]:
     """Every policy of every hypertable. Their runs are not asserted: on PostgreSQL 15.20,
     TimescaleDB 2.28's background jobs report "Failed" at the end of a run (a known clash)."""
@@ -186,14 +175,9 @@ def jobs(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], dict[str, Any]]
 def test_timescaledb_logs_hypertable_and_policies(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
         assert postgres.is_hypertable(conn, "logs")
-        interval = conn.execute("SELECT time_interval FROM timescaledb_information.dimensions"
-                                " WHERE hypertable_name = 'logs'").fetchone()
-        assert interval == (timedelta(days=1),)
-        settings = conn.execute(
-            "SELECT attname, segmentby_column_index, orderby_asc"
-            " FROM timescaledb_information.compression_settings"
-            " WHERE hypertable_name = 'logs' ORDER BY attname").fetchall()
-        assert settings == [("host", 1, None), ("id", None, False), ("time", None, False)]
+        assert chunk_interval(conn, "logs") == timedelta(days=1)
+        assert compression_settings(conn, "logs") == [
+            ("host", 1, None), ("id", None, False), ("time", None, False)]
         policies = jobs(conn)
         assert index_names(conn) >= {"pk_logs", "ix_logs_message_trgm"}
     assert policies[("logs", "policy_compression")]["config"]["compress_after"] == "7 days"

@@ -11,12 +11,14 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import click
 import requests
+from jwt.warnings import InsecureKeyLengthWarning
 
 from miniobserv.config import ServerConfig, parse_duration
 from miniobserv.errors import ConfigError
@@ -43,6 +45,8 @@ def _duration(value: str, option: str) -> timedelta:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic lists every plugin it loads at INFO; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _secret() -> str:
@@ -208,6 +212,8 @@ def demo() -> None:
 
 
 def main() -> None:
+    # SPEC §4 allows secrets from 16 characters; PyJWT would warn below 32 on every token.
+    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     cli(prog_name="miniobserv")
 
 

@@ -32,6 +32,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level`` (the root logger; never tokens)."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    # Alembic lists every plugin it loads at INFO; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # e.g. PyJWT's note on short secrets: a log line, once
 
 
 def load() -> Flask:

@@ -28,6 +28,7 @@ from tests.server.storage.conftest import config_for
 from tests.server.storage.test_migrations import (
     chunk_interval,
     compression_settings,
+    jobs,
     table_names,
     url_as,
 )
@@ -159,16 +160,6 @@ def test_role_that_may_not_create_pg_trgm_still_migrates(
 
 
 # --- TimescaleDB ---------------------------------------------------------------------------
-
-def jobs(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every policy of every hypertable. Their runs are not asserted: on PostgreSQL 15.20,
-    TimescaleDB 2.28's background jobs report "Failed" at the end of a run (a known clash)."""
-    rows = conn.execute("SELECT hypertable_name, proc_name, config, initial_start"
-                        " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"
-                        ).fetchall()
-    return {(table, name): {"config": config, "initial_start": start}
-            for table, name, config, start in rows}
-
 
 @pytest.mark.integration
 @pytest.mark.timescaledb

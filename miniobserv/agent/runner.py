@@ -123,14 +123,13 @@ class Outbox:
 
     def join(self, deadline: float) -> None:
         """Wait for the thread until ``deadline``; past it, make the sender give up."""
-        if self.thread is None:
-            return
-        self.thread.join(max(0.0, deadline - time.monotonic()))
-        if self.thread.is_alive():
-            self.sender.stop.set()
-            self.thread.join(self.JOIN_GRACE_S)
-        if self.thread.is_alive():
-            log.warning("shutdown: a request is still in flight; not waiting for it")
+        if self.thread is not None:
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+            if self.thread.is_alive():
+                self.sender.stop.set()
+                self.thread.join(self.JOIN_GRACE_S)
+            if self.thread.is_alive():
+                log.warning("shutdown: a request is still in flight; not waiting for it")
         self.lost += self.queue.pending()
 
     def _loop(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -35,7 +34,12 @@ from miniobserv.server.storage.base import (
 )
 from tests.conftest import ThrowawayCluster, find_pg_bindir
 from tests.fakes import FakeRepositories
-from tests.server.storage.conftest import STORES, config_for
+from tests.server.storage.conftest import (
+    STORES,
+    assert_unavailable,
+    config_for,
+    run_in_threads,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -314,23 +318,13 @@ def test_failing_batch_stores_nothing(repos: Repositories, store: str) -> None:
 
 
 def test_concurrent_batches_are_all_stored(repos: Repositories) -> None:
-    errors: list[BaseException] = []
-
     def send(worker: int) -> None:
-        try:
-            for i in range(5):
-                start = START + timedelta(hours=worker, minutes=i)
-                repos.metrics.insert_batch(batch(100, host=f"h{worker}", start=start,
-                                                 batch_id=uuid.uuid4()))
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
-            errors.append(err)
+        for i in range(5):
+            start = START + timedelta(hours=worker, minutes=i)
+            repos.metrics.insert_batch(batch(100, host=f"h{worker}", start=start,
+                                             batch_id=uuid.uuid4()))
 
-    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_in_threads(send, 4) == []
     assert [count_stored(repos, host=f"h{w}") for w in range(4)] == [500] * 4
     assert repos.metrics.hosts() == ["h0", "h1", "h2", "h3"]
 
@@ -341,25 +335,15 @@ def test_ping_answers(repos: Repositories) -> None:
 
 # --- failures of the database itself --------------------------------------------------------
 
-def test_unreachable_postgres_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 0.2)
-    with socket_closed_port() as port:
-        opened = open_repositories(config_for(f"postgresql://nobody@127.0.0.1:{port}/none"))
-        try:
-            for call in (opened.ping, lambda: opened.metrics.insert_batch(batch(1)),
-                         lambda: opened.metrics.query(query_of()), opened.metrics.hosts):
-                with pytest.raises(StorageUnavailable):
-                    call()
-        finally:
-            opened.close()
+def test_unreachable_postgres_is_unavailable(unreachable_postgres: Repositories) -> None:
+    opened = unreachable_postgres
+    assert_unavailable([opened.ping, lambda: opened.metrics.insert_batch(batch(1)),
+                        lambda: opened.metrics.query(query_of()), opened.metrics.hosts])
 
 
 def test_unreadable_sqlite_is_unavailable(tmp_path: Any) -> None:
     opened = open_repositories(config_for(f"sqlite:///{tmp_path / 'missing' / 'x.db'}"))
-    with pytest.raises(StorageUnavailable):
-        opened.ping()
-    with pytest.raises(StorageUnavailable):
-        opened.metrics.insert_batch(batch(1))
+    assert_unavailable([opened.ping, lambda: opened.metrics.insert_batch(batch(1))])
 
 
 @pytest.mark.integration
@@ -376,9 +360,7 @@ def test_postgres_outage_then_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
         opened = open_repositories(config_for(url))
         opened.metrics.insert_batch(batch(3))
         cluster.stop_server()
-        for call in (opened.ping, lambda: opened.metrics.insert_batch(batch(1))):
-            with pytest.raises(StorageUnavailable):
-                call()
+        assert_unavailable([opened.ping, lambda: opened.metrics.insert_batch(batch(1))])
         cluster.start_server()
         deadline = time.monotonic() + 60  # a liveness bound, not a speed requirement
         while not _answers(opened) and time.monotonic() < deadline:
@@ -433,17 +415,3 @@ def test_postgres_connection_lost_mid_batch_stores_nothing(fresh_postgres_url: s
         assert count_stored(opened) == 3
     finally:
         opened.close()
-
-
-class socket_closed_port:  # noqa: N801 - used as a context manager, reads as a phrase
-    """A local TCP port on which nothing listens, for the duration of the block."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
-        return int(self.sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()

@@ -6,7 +6,6 @@ store under test.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from miniobserv.model import LEVELS, LogBatch, LogEntry
-from miniobserv.server.storage import open_repositories, postgres
+from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import (
     MAX_LOG_LIMIT,
     LogPage,
@@ -24,12 +23,10 @@ from miniobserv.server.storage.base import (
     LogRecord,
     Repositories,
     StorageError,
-    StorageUnavailable,
 )
 from miniobserv.server.storage.postgres_logs import like_pattern
 from tests.fakes import FakeRepositories
-from tests.server.storage.conftest import config_for
-from tests.server.storage.test_contract import socket_closed_port
+from tests.server.storage.conftest import assert_unavailable, config_for, run_in_threads
 
 US = timedelta(microseconds=1)
 T0 = datetime(2026, 6, 5, 10, 0, 0, tzinfo=UTC)
@@ -292,22 +289,12 @@ def test_failing_batch_stores_nothing(repos: Repositories) -> None:
 
 
 def test_concurrent_batches_are_all_stored_with_unique_ids(repos: Repositories) -> None:
-    errors: list[BaseException] = []
-
     def send(worker: int) -> None:
-        try:
-            for i in range(5):
-                batch = [entry(f"w{worker} b{i} e{j}", host=f"h{worker}") for j in range(50)]
-                repos.logs.insert_batch(LogBatch(f"h{worker}", batch, uuid.uuid4()))
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
-            errors.append(err)
+        for i in range(5):
+            batch = [entry(f"w{worker} b{i} e{j}", host=f"h{worker}") for j in range(50)]
+            repos.logs.insert_batch(LogBatch(f"h{worker}", batch, uuid.uuid4()))
 
-    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_in_threads(send, 4) == []
     records = walk(repos, LogQuery(limit=333))
     assert len(records) == 1000 and len({r.id for r in records}) == 1000
     for worker in range(4):  # each worker's entries in the order it sent them
@@ -325,22 +312,12 @@ def test_down_fake_and_unreadable_sqlite_are_unavailable(tmp_path: Path) -> None
     fake = FakeRepositories()
     fake.down = True
     opened = open_repositories(config_for(f"sqlite:///{tmp_path / 'missing' / 'x.db'}"))
-    for call in [*down_calls(fake), *down_calls(opened)]:
-        with pytest.raises(StorageUnavailable):
-            call()
+    assert_unavailable([*down_calls(fake), *down_calls(opened)])
     opened.close()
 
 
-def test_unreachable_postgres_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 0.2)
-    with socket_closed_port() as port:
-        opened = open_repositories(config_for(f"postgresql://nobody@127.0.0.1:{port}/none"))
-        try:
-            for call in down_calls(opened):
-                with pytest.raises(StorageUnavailable):
-                    call()
-        finally:
-            opened.close()
+def test_unreachable_postgres_is_unavailable(unreachable_postgres: Repositories) -> None:
+    assert_unavailable(down_calls(unreachable_postgres))
 
 
 # --- the query object and the pattern --------------------------------------------------------

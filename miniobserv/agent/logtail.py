@@ -55,33 +55,34 @@ import contextlib
 import fnmatch
 import glob
 import hashlib
-import json
 import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from miniobserv.agent.levels import parse_line
+from miniobserv.agent.logstate import (
+    STATE_FILE,
+    FilePosition,
+    Ident,
+    load_state,
+    save_state,
+)
 from miniobserv.model import MAX_BATCH, MAX_MESSAGE_BYTES, LogEntry
 
 log = logging.getLogger(__name__)
 
 TRUNCATED_MARKER = " …[truncated]"
-STATE_FILE = "logtail.json"
-STATE_VERSION = 1
 FP_BYTES = 256  # how many leading bytes identify a file's content
 MAX_CHUNK_BYTES = 1024 * 1024  # message bytes per chunk: the JSON body stays far below 8 MiB
 _MARKER_BYTES = len(TRUNCATED_MARKER.encode())
-
-Ident = tuple[int, int]  # (st_dev, st_ino)
 
 _TRACEBACK = "Traceback (most recent call last):"
 _TRACE_HEADER = re.compile(
@@ -105,22 +106,6 @@ class LogLine:
         """The model's :class:`LogEntry` of this line for ``host``."""
         return LogEntry(time=self.time, host=host, level=self.level, message=self.text,
                         path=self.path)
-
-
-@dataclass(frozen=True)
-class FilePosition:
-    """A saved read position: everything before ``offset`` of that file has been shipped."""
-
-    path: str
-    dev: int
-    ino: int
-    offset: int
-    fp_len: int = 0
-    fp: str = ""
-
-    @property
-    def ident(self) -> Ident:
-        return self.dev, self.ino
 
 
 @dataclass(frozen=True)
@@ -229,7 +214,7 @@ class Tailer:
         self._started = self._shut = False
         self._dirty = False
         Path(state_dir).mkdir(parents=True, exist_ok=True)
-        self._known_patterns, self._committed = _load_state(self.state_path)
+        self._known_patterns, self._committed = load_state(self.state_path)
 
     # --- public API ------------------------------------------------------------------------
 
@@ -601,10 +586,8 @@ class Tailer:
 
     def _save(self) -> None:
         """Write the committed positions atomically; a failure is logged and retried later."""
-        state = {"version": STATE_VERSION, "patterns": list(self.patterns),
-                 "files": [asdict(p) for p in self._committed.values()]}
         try:
-            _write_atomically(self.state_path, json.dumps(state, indent=1))
+            save_state(self.state_path, self.patterns, self._committed.values())
         except OSError as err:
             log.error("cannot save log positions to %s: %s", self.state_path, err)
             self._dirty = True
@@ -694,45 +677,3 @@ def _fit(text: str, cut: bool) -> str:
     if not cut and len(data) <= MAX_MESSAGE_BYTES:
         return text
     return data[:MAX_MESSAGE_BYTES - _MARKER_BYTES].decode("utf-8", "ignore") + TRUNCATED_MARKER
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _load_state(path: Path) -> tuple[frozenset[str], dict[Ident, FilePosition]]:
-    """Saved patterns and positions; an unreadable state file counts as none (logged)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return frozenset(), {}
-    except (OSError, ValueError) as err:
-        log.warning("ignoring unreadable log position file %s: %s", path, err)
-        return frozenset(), {}
-    try:
-        positions = [_position(item) for item in data["files"]]
-        patterns = frozenset(str(p) for p in data["patterns"])
-    except (KeyError, TypeError, ValueError) as err:
-        log.warning("ignoring malformed log position file %s: %s", path, err)
-        return frozenset(), {}
-    return patterns, {p.ident: p for p in positions}
-
-
-def _position(item: Any) -> FilePosition:
-    if not isinstance(item, dict):
-        raise TypeError("file entry is not an object")
-    pos = FilePosition(str(item["path"]), int(item["dev"]), int(item["ino"]), int(item["offset"]),
-                       int(item.get("fp_len", 0)), str(item.get("fp", "")))
-    if pos.offset < 0 or pos.fp_len < 0:
-        raise ValueError("negative offset")
-    return pos

@@ -7,8 +7,9 @@ the model so that the agent, which never loads a batch from JSON, does not impor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow as ma
 
@@ -29,25 +30,29 @@ from miniobserv.model import (
     format_time,
 )
 
+_T = TypeVar("_T")
+
+
+def _checked(check: Callable[..., _T], *args: Any) -> _T:
+    """``check(*args)``, its ValidationError raised as marshmallow's (same message)."""
+    try:
+        return check(*args)
+    except ValidationError as err:
+        raise ma.ValidationError(err.message) from err
+
 
 def _validator(check: Any) -> Any:
     """Adapt a ``check_*`` function into a marshmallow validator."""
 
     def validate(value: Any) -> None:
-        try:
-            check(value)
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
+        _checked(check, value)
 
     return validate
 
 
 class _Time(ma.fields.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
-        try:
-            return check_time(value, datetime.now(UTC))
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
+        return _checked(check_time, value, datetime.now(UTC))
 
     def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else format_time(value)
@@ -55,18 +60,12 @@ class _Time(ma.fields.Field):
 
 class _Number(ma.fields.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
-        try:
-            return check_value(value)
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
+        return _checked(check_value, value)
 
 
 class _Labels(ma.fields.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, str]:
-        try:
-            return check_labels(value)
-        except ValidationError as err:
-            raise ma.ValidationError(err.message) from err
+        return _checked(check_labels, value)
 
 
 class MetricSchema(ma.Schema):

@@ -274,3 +274,14 @@ def gunicorn(database_url: str) -> Iterator[Gunicorn]:
         yield server
     finally:
         server.terminate()
+
+
+# Files a test saved for people to look at (screenshots); listed at the end of the run so the
+# CI log names them.
+SAVED_ARTIFACTS: list[Path] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for path in SAVED_ARTIFACTS:
+        terminalreporter.write_line(f"artifact saved: {path}")
+

@@ -21,6 +21,7 @@ import requests
 
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET
+from tests.conftest import SAVED_ARTIFACTS
 from tests.processes import Gunicorn
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,7 @@ def test_dashboard_shows_the_fleet_and_recovers_after_an_outage(sqlite_url: str,
         assert console_errors(browser) == []
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-        print("screenshot: artifacts/dashboard.png")
+        SAVED_ARTIFACTS.append(ARTIFACTS / "dashboard.png")
 
         port = server.port
         server.terminate()

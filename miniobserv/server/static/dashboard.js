@@ -180,6 +180,7 @@ function showTokenForm() {
 async function loadEverything(generation) {
   const hosts = await api("/api/v1/hosts");
   if (generation !== state.generation) return;
+  $("token-form").classList.add("hidden");  // the token works: no need to wait for the charts
   renderHosts(hosts.hosts);
   const results = await Promise.allSettled([loadCharts(generation), loadAlerts(), loadLogs()]);
   const failed = results.find((r) => r.status === "rejected");

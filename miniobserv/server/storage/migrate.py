@@ -9,6 +9,7 @@ them with a PostgreSQL advisory lock, or ``BEGIN IMMEDIATE`` on SQLite.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import alembic.command
@@ -30,7 +31,19 @@ MIGRATION_LOCK_KEY = 0x6D696E696F6273
 LOCK_TIMEOUT = "30s"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
-ROOT = Path(miniobserv.__file__).resolve().parent.parent
+
+
+def _migrations_root() -> Path:
+    """Where ``alembic/`` and ``alembic.ini`` are: the source tree (editable installs, the
+    Docker image) or, for a regular ``pip install``, the copy setup.cfg's data_files put in
+    ``<prefix>/share/miniobserv``."""
+    source = Path(miniobserv.__file__).resolve().parent.parent
+    installed = Path(sys.prefix) / "share" / "miniobserv"
+    return source if (source / "alembic" / "env.py").is_file() or \
+        not (installed / "alembic" / "env.py").is_file() else installed
+
+
+ROOT = _migrations_root()
 SCRIPT_LOCATION = ROOT / "alembic"
 INI_PATH = ROOT / "alembic.ini"
 

@@ -32,18 +32,17 @@ LOCK_TIMEOUT = "30s"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
 
+def migrations_root(source: Path, prefix: Path) -> Path:
+    """Where ``alembic/`` and ``alembic.ini`` are: the source tree ``source`` (editable
+    installs, the Docker image) or, for a regular ``pip install``, the copy that setup.cfg's
+    data_files put in ``<prefix>/share/miniobserv``."""
+    installed = prefix / "share" / "miniobserv"
+    if (source / "alembic" / "env.py").is_file():
+        return source
+    return installed if (installed / "alembic" / "env.py").is_file() else source
 
-def _migrations_root() -> Path:
-    """Where ``alembic/`` and ``alembic.ini`` are: the source tree (editable installs, the
-    Docker image) or, for a regular ``pip install``, the copy setup.cfg's data_files put in
-    ``<prefix>/share/miniobserv``."""
-    source = Path(miniobserv.__file__).resolve().parent.parent
-    installed = Path(sys.prefix) / "share" / "miniobserv"
-    return source if (source / "alembic" / "env.py").is_file() or \
-        not (installed / "alembic" / "env.py").is_file() else installed
 
-
-ROOT = _migrations_root()
+ROOT = migrations_root(Path(miniobserv.__file__).resolve().parent.parent, Path(sys.prefix))
 SCRIPT_LOCATION = ROOT / "alembic"
 INI_PATH = ROOT / "alembic.ini"
 

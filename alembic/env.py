@@ -105,13 +105,21 @@ def run_migrations_online() -> None:
     engine = make_engine(sqlalchemy_url(database_url()))
     try:
         with engine.connect() as connection, serialised(connection):
+            is_sqlite = connection.dialect.name == "sqlite"
+            if is_sqlite:
+                # Alembic gives dialects without transactional DDL one transaction per
+                # migration, so reading the version and running the steps would not share
+                # the write lock (two processes could both run 0003). One outer
+                # BEGIN IMMEDIATE, which Alembic then leaves alone, makes them share it.
+                connection.begin()
             context.configure(connection=connection, target_metadata=metadata,
-                              render_as_batch=connection.dialect.name == "sqlite",
-                              compare_type=True)
+                              render_as_batch=is_sqlite, compare_type=True)
             with context.begin_transaction():
                 context.run_migrations()
+            if is_sqlite:
+                connection.commit()
             raw = connection.connection.driver_connection
-            if connection.dialect.name == "sqlite" and raw is not None:
+            if is_sqlite and raw is not None:
                 enable_wal(raw)
     finally:
         engine.dispose()

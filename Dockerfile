@@ -8,16 +8,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-# Dependencies first so code changes reuse the cached layer.
-COPY setup.cfg pyproject.toml README.md ./
+WORKDIR /src
+# Dependencies first, from the metadata alone, so code changes reuse the cached layer.
+COPY setup.cfg pyproject.toml README.md alembic.ini ./
+COPY alembic ./alembic
 COPY miniobserv/__init__.py miniobserv/__init__.py
 RUN pip install . && pip uninstall -y miniobserv
+# The package itself; its migrations go to /usr/local/share/miniobserv (setup.cfg data_files).
 COPY miniobserv ./miniobserv
-COPY alembic ./alembic
-COPY alembic.ini ./
-# Editable install: the migrations in /app/alembic are found next to the package.
-RUN pip install --no-deps -e . \
+RUN pip install --no-deps . \
+    && cd / && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /data --create-home miniobserv
 
 USER miniobserv

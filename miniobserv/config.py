@@ -149,6 +149,14 @@ class _Env:
         return tuple(value)
 
 
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(database_url: str) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL (psycopg 3); else SQLite."""
+    return database_url.startswith(POSTGRES_URL_PREFIXES)
+
+
 def _listen_addr(env: _Env, name: str, default: str) -> tuple[str, int]:
     text = env.raw(name) or default
     host, sep, port = text.rpartition(":")
@@ -187,7 +195,7 @@ class ServerConfig:
         env = _Env(os.environ if environ is None else environ)
         second, hour = timedelta(seconds=1), timedelta(hours=1)
         database_url = env.raw("DATABASE_URL") or cls.database_url
-        if not database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        if not (is_postgres_url(database_url) or database_url.startswith("sqlite:///")):
             raise ConfigError("DATABASE_URL must start with postgresql:// or sqlite:///")
         pool_min = env.integer("DB_POOL_MIN", cls.db_pool_min, 0, 100)
         pool_max = env.integer("DB_POOL_MAX", max(cls.db_pool_max, pool_min), 1, 1000)
@@ -227,7 +235,7 @@ class ServerConfig:
 
     @property
     def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+        return is_postgres_url(self.database_url)
 
 
 @dataclass(frozen=True)

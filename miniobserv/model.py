@@ -313,7 +313,6 @@ def check_message(value: Any, field_name: str = "message") -> str:
 
 # --- whole records ---------------------------------------------------------------------------
 
-_METRIC_KEYS = frozenset({"time", "host", "name", "value", "labels"})
 _Record = TypeVar("_Record", Metric, LogEntry)
 
 
@@ -410,17 +409,3 @@ def parse_log_batch(data: Any, now: datetime | None = None) -> LogBatch:
     """Validate a wire ``{host, entries[], batch_id?}`` in one pass."""
     host, batch_id, entries = _parse_batch(data, "entries", parse_log_entry, now)
     return LogBatch(host=host, entries=entries, batch_id=batch_id)
-
-
-_SCHEMAS = ("MetricSchema", "MetricBatchSchema", "LogEntrySchema", "LogBatchSchema")
-
-
-def __getattr__(name: str) -> Any:
-    """``from miniobserv.model import MetricBatchSchema`` still works, importing lazily."""
-    # The schemas moved to miniobserv.schemas; this keeps older imports working without
-    # putting marshmallow back on the agent's import path.
-    if name in _SCHEMAS:
-        from miniobserv import schemas
-
-        return getattr(schemas, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ collector that raises is logged and skipped, the others still report.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -56,11 +56,6 @@ class CounterDeltas:
     def end_pass(self) -> None:
         """Close a collection pass: what was seen now becomes the baseline."""
         self._previous, self._current = self._current, {}
-
-
-def is_selected(name: str, wanted: Sequence[str]) -> bool:
-    """True when ``wanted`` is empty (no filter) or names ``name``."""
-    return not wanted or name in wanted
 
 
 class Registry:

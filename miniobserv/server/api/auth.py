@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import jwt
-from flask import g, request
+from flask import request
 
 from miniobserv.server.api.context import current_config
 from miniobserv.server.api.errors import ApiError
@@ -79,7 +79,6 @@ def authenticate(scope: str) -> dict[str, Any]:
     claims = decode_token(token, current_config().agent_token)
     if scope not in token_scopes(claims):
         raise forbidden()
-    g.token_claims = claims
     return claims
 
 

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from miniobserv.config import ServerConfig
+from miniobserv.config import ServerConfig, is_postgres_url
 
 if TYPE_CHECKING:
     from miniobserv.server.storage.postgres import PostgresRepositories
     from miniobserv.server.storage.sqlite import SQLiteRepositories
 
 __all__ = ["is_postgres_url", "open_repositories", "sync_retention"]
-
-
-def is_postgres_url(database_url: str) -> bool:
-    return database_url.startswith(("postgresql://", "postgres://"))
 
 
 def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepositories:

@@ -176,7 +176,6 @@ class LogsRepository(Protocol):
 # --- fleet: hosts, latest values, alert state, notification outbox, maintenance ------------
 
 ALERT_STATES: tuple[str, ...] = ("ok", "pending", "firing", "no_data")
-EVENTS: tuple[str, ...] = ("firing", "resolved", "host.down", "host.recovered")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
 import miniobserv
+from miniobserv.config import POSTGRES_URL_PREFIXES
 from miniobserv.server.storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ INI_PATH = ROOT / "alembic.ini"
 
 def sqlalchemy_url(database_url: str) -> str:
     """Translate a ``DATABASE_URL`` into SQLAlchemy's spelling (psycopg 3 for PostgreSQL)."""
-    for prefix in ("postgresql://", "postgres://"):
+    for prefix in POSTGRES_URL_PREFIXES:
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url[len(prefix):]
     return database_url

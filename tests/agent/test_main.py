@@ -58,9 +58,10 @@ def test_a_second_signal_cuts_a_long_drain_short():
     assert "not delivered (drain bound 120s)" in agent.output
 
 
-@pytest.mark.parametrize("module", ["miniobserv.agent.__main__", "miniobserv.stubserver"])
-def test_agent_and_stub_never_import_the_server(module):
-    code = (f"import sys, {module}; "
+@pytest.mark.parametrize("load", ["import miniobserv.agent.__main__ as m; m.load_runner()",
+                                  "import miniobserv.stubserver"])
+def test_agent_and_stub_never_import_the_server(load):
+    code = (f"import sys; {load}; "
             "print(sorted(m for m in sys.modules if m.startswith('miniobserv.server')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
@@ -70,9 +71,54 @@ def test_agent_and_stub_never_import_the_server(module):
 
 def test_the_agent_does_not_import_marshmallow():
     """The wire schemas live in miniobserv.schemas; the agent only needs the records."""
-    code = ("import sys, miniobserv.agent.__main__, miniobserv.agent.logship; "
-            "print('marshmallow' in sys.modules)")
+    code = ("import sys, miniobserv.agent.__main__ as m; m.load_runner(); "
+            "import miniobserv.agent.logship; print('marshmallow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+LEAN_IMPORT_CHECK = """
+import sys
+from miniobserv.agent.__main__ import UNUSED_OPTIONAL_IMPORTS, load_runner
+load_runner()
+import miniobserv.agent.logship
+print(sorted(name for name in UNUSED_OPTIONAL_IMPORTS if name in sys.modules))
+
+import jwt, requests
+from miniobserv.tokens import mint_token
+print(requests.compat.chardet, jwt.algorithms.has_crypto)
+claims = jwt.decode(mint_token("s" * 32, scope="ingest", subject="web-1"), "s" * 32,
+                    algorithms=["HS256"])
+print(claims["scope"], claims["sub"])
+body = requests.models.Response()
+body._content = "grüße".encode()
+print(body.text)
+
+import charset_normalizer, cryptography  # the block is gone: later imports work
+print(sorted(name for name, module in sys.modules.items() if module is None
+             and name.split(".")[0] in UNUSED_OPTIONAL_IMPORTS))
+"""
+
+
+def test_the_agent_leaves_out_the_optional_imports_it_never_uses():
+    """No charset detection, no cryptography, no warning; HS256 tokens and UTF-8 bodies work."""
+    done = subprocess.run([sys.executable, "-W", "error", "-c", LEAN_IMPORT_CHECK],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == ["[]", "None False", "ingest web-1", "grüße", "[]"]
+
+
+def test_without_modules_leaves_imported_modules_alone():
+    import json
+
+    from miniobserv.agent.__main__ import without_modules
+
+    with without_modules(("json", "miniobserv_no_such_module")):
+        assert sys.modules["json"] is json
+        with pytest.raises(ModuleNotFoundError):
+            __import__("miniobserv_no_such_module")
+    assert "miniobserv_no_such_module" not in sys.modules
+    assert sys.modules["json"] is json

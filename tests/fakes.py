@@ -187,14 +187,13 @@ def fold_ascii(text: str) -> str:
 class FakeLogsRepository:
     """Log entries kept in a list, ids from a counter; raises StorageUnavailable while ``down``.
 
-    ``batch_ids`` may be shared with the metrics fake, and ``touch(host)`` is called for each
-    accepted batch: the SQL stores keep one table of batch ids and one of hosts for both kinds.
+    ``touch(host)`` is called for each accepted batch: the SQL stores keep one table of hosts
+    for both kinds. Batch ids are per kind, as in the SQL stores' ``(batch_id, kind)`` key.
     """
 
-    def __init__(self, batch_ids: set[uuid.UUID] | None = None,
-                 touch: Callable[[str], None] | None = None) -> None:
+    def __init__(self, touch: Callable[[str], None] | None = None) -> None:
         self.rows: list[LogRecord] = []
-        self.batch_ids = batch_ids if batch_ids is not None else set()
+        self.batch_ids: set[uuid.UUID] = set()
         self.host_names: set[str] = set()
         self._touch = touch or self.host_names.add
         self.down = False
@@ -263,7 +262,7 @@ class FakeRepositories:
 
     def __init__(self) -> None:
         self.metrics = FakeMetricsRepository()
-        self.logs = FakeLogsRepository(self.metrics.batch_ids, self._touch_host)
+        self.logs = FakeLogsRepository(self._touch_host)
         self.fleet = FakeFleet(self.metrics)
         self.closed = False
         self.pings = 0

@@ -65,7 +65,7 @@ AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs its SQL"
 
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (%s, %s, %s) ON CONFLICT (batch_id) DO NOTHING"""
+    VALUES (%s, %s, %s) ON CONFLICT (batch_id, kind) DO NOTHING"""
 _COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""

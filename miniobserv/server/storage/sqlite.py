@@ -17,6 +17,7 @@ import math
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -65,7 +66,7 @@ _VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
     FROM metrics WHERE {where} ORDER BY series, bucket, value"""
 _INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING"""
+    VALUES (?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (?, ?)
     ON CONFLICT (host) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"""
 
@@ -99,14 +100,22 @@ def database_path(database_url: str) -> str:
     return path
 
 
-def enable_wal(conn: sqlite3.Connection) -> bool:
+def enable_wal(conn: sqlite3.Connection, timeout_s: float = BUSY_TIMEOUT_S) -> bool:
     """Put the database file in WAL mode (persistent) unless it already is; return True.
 
-    Only when needed: switching takes an exclusive lock and fails at once, without waiting,
-    when another connection is writing. The migrations leave the file in WAL mode already.
+    Only when needed: switching takes an exclusive lock and fails at once, without the busy
+    handler, while another connection uses the file (e.g. another process switching it too,
+    just after migrating). So a busy switch is retried, re-reading the mode, for ``timeout_s``.
+    The migrations leave the file in WAL mode already.
     """
-    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        conn.execute("PRAGMA journal_mode=WAL")
+    deadline = time.monotonic() + timeout_s
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
     return True
 
 
@@ -249,6 +258,10 @@ class SQLiteMetrics:
         """Every host that sent an accepted batch, in code-point order."""
         with self._db.read() as conn:
             return [row[0] for row in conn.execute("SELECT host FROM hosts ORDER BY host")]
+
+    def serves_from_rollup(self, query: MetricQuery) -> bool:
+        """Always False: SQLite has no rollups, every query reads the raw points."""
+        return False
 
 
 def _json_path(key: str) -> str:

@@ -46,10 +46,11 @@ metrics = sa.Table(
 ingested_batches = sa.Table(
     "ingested_batches",
     metadata,
-    # One row per accepted batch that carried a batch_id: a retry of it is acknowledged
-    # without being stored twice. ``received_at`` lets the maintenance job prune old ids.
+    # One row per accepted batch that carried a batch_id: a retry of it (same id, same kind:
+    # ``metrics`` or ``logs``) is acknowledged without being stored twice. ``received_at``
+    # lets the maintenance job prune old ids.
     sa.Column("batch_id", sa.Uuid(), primary_key=True),
-    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("kind", sa.Text(), primary_key=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Index(None, "received_at"),
 )

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from miniobserv.model import LEVELS, LogBatch, LogEntry
+from miniobserv.model import LEVELS, LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import (
     MAX_LOG_LIMIT,
     LogPage,
     LogQuery,
     LogRecord,
+    MetricQuery,
     Repositories,
     StorageError,
 )
@@ -263,6 +264,21 @@ def test_duplicate_batch_id_is_acknowledged_and_stored_once(repos: Repositories)
     for _ in range(2):  # without a batch_id: no dedup
         repos.logs.insert_batch(LogBatch(HOST, [entry("d")]))
     assert messages(walk(repos, LogQuery())) == ["d", "d", "b", "a"]
+
+
+def test_a_batch_id_is_per_kind(repos: Repositories) -> None:
+    """A metrics batch and a logs batch with the same id are two batches: both are stored."""
+    batch_id = uuid.uuid4()
+    metrics = MetricBatch(HOST, [Metric(T0, HOST, "mem.used_pct", 12.5)], batch_id)
+    assert repos.metrics.insert_batch(metrics) == 1
+    assert repos.logs.insert_batch(LogBatch(HOST, [entry("a")], batch_id)) == 1
+    assert repos.logs.insert_batch(LogBatch(HOST, [entry("b")], batch_id)) == 1  # a retry
+    assert repos.metrics.insert_batch(metrics) == 1  # a retry
+    assert messages(walk(repos, LogQuery())) == ["a"]
+    window = MetricQuery(HOST, "mem.used_pct", T0, T0 + timedelta(minutes=1), bucket="1m",
+                         agg="count")
+    [series] = repos.metrics.query(window)
+    assert [point.value for point in series.points] == [1]
 
 
 def test_accepted_batch_marks_the_host_as_seen(repos: Repositories) -> None:

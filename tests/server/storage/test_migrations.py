@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import warnings
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +31,8 @@ from psycopg import sql
 from sqlalchemy.pool import NullPool
 
 from miniobserv.server.storage import migrate, postgres
-from miniobserv.server.storage.tables import metadata
+from miniobserv.server.storage.sqlite import enable_wal
+from miniobserv.server.storage.tables import ingested_batches, metadata
 from tests.conftest import ThrowawayCluster, find_pg_bindir, has_timescaledb_files
 
 OUR_TABLES = {"metrics", "ingested_batches", "hosts"}
@@ -79,6 +81,27 @@ def test_sqlite_file_is_left_in_wal_mode(tmp_path: Path) -> None:
     migrate.upgrade(f"sqlite:///{tmp_path / 'w.db'}")
     with sqlite3.connect(tmp_path / "w.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_wal_switch_waits_for_a_reader_of_the_old_journal(tmp_path: Path) -> None:
+    """Switching to WAL fails at once while another connection reads: it is retried."""
+    path = tmp_path / "w.db"
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute("CREATE TABLE t (x)")
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM t").fetchall()  # a shared lock on the rollback journal
+    switcher = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            enable_wal(switcher, timeout_s=0.1)
+        release = threading.Timer(0.3, reader.execute, ["COMMIT"])
+        release.start()
+        assert enable_wal(switcher, timeout_s=30)
+        release.join()
+        assert switcher.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        switcher.close()
+        reader.close()
 
 
 def test_sqlite_url_translation_is_only_for_postgres() -> None:
@@ -146,6 +169,54 @@ def test_postgres_concurrent_migrations_all_succeed(empty_postgres_url: str) -> 
     assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
     assert migrate.current_revision(empty_postgres_url) == migrate.head_revision()
     assert schema_differences(empty_postgres_url) == []
+
+
+def claimed_batches(url: str) -> set[tuple[uuid.UUID, str]]:
+    engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(ingested_batches.c.batch_id, ingested_batches.c.kind))
+            return {(row.batch_id, row.kind) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def claim(url: str, batch_id: uuid.UUID, kind: str) -> None:
+    engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(ingested_batches.insert().values(
+                batch_id=batch_id, kind=kind, received_at=datetime.now(UTC)))
+    finally:
+        engine.dispose()
+
+
+def check_batch_id_key_migration(url: str) -> None:
+    """0004 keys batch ids by kind, keeping the claims; its downgrade keeps one per id."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+    migrate.upgrade(url, "0003")
+    claim(url, first, "metrics")
+    claim(url, second, "logs")
+    with pytest.raises(sa.exc.IntegrityError):
+        claim(url, first, "logs")  # before 0004: one key space for both kinds
+    migrate.upgrade(url, "0004")
+    assert claimed_batches(url) == {(first, "metrics"), (second, "logs")}
+    claim(url, first, "logs")
+    with pytest.raises(sa.exc.IntegrityError):
+        claim(url, first, "logs")
+    migrate.downgrade(url, "0003")
+    assert claimed_batches(url) == {(first, "logs"), (second, "logs")}
+    with pytest.raises(sa.exc.IntegrityError):
+        claim(url, first, "metrics")
+
+
+def test_sqlite_batch_ids_become_per_kind(tmp_path: Path) -> None:
+    check_batch_id_key_migration(f"sqlite:///{tmp_path / 'k.db'}")
+
+
+@pytest.mark.integration
+def test_postgres_batch_ids_become_per_kind(empty_postgres_url: str) -> None:
+    check_batch_id_key_migration(empty_postgres_url)
 
 
 # --- TimescaleDB ---------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,14 @@ from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from miniobserv.server.masterfiles import master_path, remove_stale
+
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "miniobserv.telemetry"
 INGEST_PATHS = {"/api/v1/metrics": "metrics", "/api/v1/logs": "logs"}
 REJECTED_STATUSES = frozenset({400, 413, 415})
+MULTIPROCESS_PREFIX = "miniobserv-prometheus-"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -99,6 +101,7 @@ def telemetry_for_process(shared: bool) -> Telemetry:
     """In a gunicorn worker with ``shared``, multiprocess mode; else one process's counters."""
     if not shared or "gunicorn.arbiter" not in sys.modules:
         return Telemetry()
+    remove_stale(MULTIPROCESS_PREFIX)  # those of masters that have exited
     directory = master_directory(os.getppid())
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -112,11 +115,7 @@ def telemetry_for_process(shared: bool) -> Telemetry:
 
 def master_directory(master_pid: int) -> Path:
     """The directory shared by the workers of the gunicorn master ``master_pid``."""
-    try:
-        started = Path(f"/proc/{master_pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        started = "0"
-    return Path(tempfile.gettempdir()) / f"miniobserv-prometheus-{master_pid}-{started}"
+    return master_path(MULTIPROCESS_PREFIX, master_pid)
 
 
 def enable_multiprocess(directory: str) -> None:

@@ -12,9 +12,7 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import NoReturn
 
 from flask import Flask
@@ -22,9 +20,11 @@ from flask import Flask
 from miniobserv.config import ServerConfig
 from miniobserv.errors import MiniObservError
 from miniobserv.server.app import create_app
+from miniobserv.server.masterfiles import master_path, remove_stale
 
 APP_LOAD_ERROR = 4  # gunicorn.arbiter.Arbiter.APP_LOAD_ERROR
 FOLLOWER_WAIT_S = 1.0
+LOAD_ERROR_PREFIX = "miniobserv-load-error-"
 FOLLOWER_EXIT = 1  # any status but gunicorn's 3 and 4, which would halt it a second time
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
@@ -67,8 +67,8 @@ def is_first_failure() -> bool:
     """True outside gunicorn, and in the first worker of a gunicorn master to ask."""
     if "gunicorn.arbiter" not in sys.modules:  # imported directly, not by a gunicorn worker
         return True
-    parent = os.getppid()
-    marker = Path(tempfile.gettempdir()) / f"miniobserv-load-error-{parent}-{_start_of(parent)}"
+    remove_stale(LOAD_ERROR_PREFIX)  # the markers of masters that have exited
+    marker = master_path(LOAD_ERROR_PREFIX, os.getppid())
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
@@ -76,15 +76,6 @@ def is_first_failure() -> bool:
     except OSError:  # no writable temp dir: report from every worker rather than none
         return True
     return True
-
-
-def _start_of(pid: int) -> str:
-    """The kernel's start time of ``pid``, so that a reused pid names another marker."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "0"
-    return stat.rpartition(")")[2].split()[19]
 
 
 app = load()

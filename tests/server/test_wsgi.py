@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import Gunicorn
+
 pytestmark = pytest.mark.integration  # starts Python and gunicorn processes
 
 SECRET = "an-agent-token-of-32-characters!"
@@ -54,3 +56,30 @@ def test_gunicorn_stops_instead_of_respawning(workers: str) -> None:
         assert result.returncode == 4
         assert result.stderr.count("miniobserv: AGENT_TOKEN is required") == 1
         assert "Traceback" not in result.stderr
+
+
+def test_failed_starts_leave_one_marker_and_remove_those_of_earlier_masters(
+        tmp_path: Path) -> None:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    markers = []
+    for _ in range(2):
+        result = run("", {"TMPDIR": str(tmp_path)}, str(gunicorn), "--bind", "127.0.0.1:0",
+                     "-w", "2", "miniobserv.server.wsgi:app")
+        assert result.returncode == 4, result.stderr
+        markers.append(sorted(p.name for p in tmp_path.glob("miniobserv-load-error-*")))
+    assert len(markers[0]) == 1 and len(markers[1]) == 1
+    assert markers[0] != markers[1]  # the second master's worker removed the first's
+
+
+def test_workers_remove_the_counter_directories_of_exited_masters(tmp_path: Path) -> None:
+    stale = tmp_path / "miniobserv-prometheus-4194303-99"  # no live process has this pid+start
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"x")
+    server = Gunicorn(f"sqlite:///{tmp_path}/g.db", env={"TMPDIR": str(tmp_path)})
+    try:
+        server.wait_ready()
+        assert not stale.exists()
+        [live] = tmp_path.glob("miniobserv-prometheus-*")
+        assert live.name.startswith(f"miniobserv-prometheus-{server.proc.pid}-")
+    finally:
+        server.terminate()

@@ -62,6 +62,7 @@ class FakeMetricsRepository:
         self.fail_after: int | None = None  # raise StorageError after staging this many rows
         self.insert_calls = 0
         self.host_seen: dict[str, datetime] = {}  # the hosts table: last accepted batch
+        self.rollup = False  # what serves_from_rollup answers
 
     def _check_up(self) -> None:
         if self.down:
@@ -104,6 +105,11 @@ class FakeMetricsRepository:
     def hosts(self) -> list[str]:
         self._check_up()
         return sorted(self.host_names)
+
+    def serves_from_rollup(self, query: MetricQuery) -> bool:
+        """``self.rollup`` (False: like SQLite, no rollups; handler tests set it)."""
+        self._check_up()
+        return self.rollup
 
     def stored(self) -> list[Metric]:
         """Everything stored, in insertion order (for assertions)."""

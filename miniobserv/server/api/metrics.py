@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,9 @@ from miniobserv.server.storage.base import AGGREGATES, BUCKETS, MetricQuery, Poi
 bp = Blueprint("metrics", __name__, url_prefix="/api/v1/metrics")
 
 MAX_RANGE = timedelta(days=30)
+# A query the store answers from a rollup (TimescaleDB, 1h/1d buckets) may span this much:
+# as long as migration 0005 keeps the rollups.
+MAX_ROLLUP_RANGE = timedelta(days=400)
 DEFAULT_BUCKET = "1m"
 DEFAULT_AGG = "avg"
 
@@ -46,8 +49,9 @@ def ingest() -> tuple[Response, int]:
 @require(READ)
 def query() -> Response:
     """Bucketed points of one series, or one series per value of ``group_by``."""
-    metric_query = parse_metric_query(request.args)
-    series = current_repos().metrics.query(metric_query)
+    metrics = current_repos().metrics
+    metric_query = parse_metric_query(request.args, metrics.serves_from_rollup)
+    series = metrics.query(metric_query)
     return jsonify(query_answer(metric_query, series))
 
 
@@ -77,21 +81,42 @@ def _points(points: Sequence[Point]) -> list[dict[str, Any]]:
 # --- query parameters ----------------------------------------------------------------------
 
 
-def parse_metric_query(args: MultiDict[str, str]) -> MetricQuery:
-    """Validate the query-string parameters; raise ValidationError naming the parameter."""
+def parse_metric_query(args: MultiDict[str, str],
+                       serves_from_rollup: Callable[[MetricQuery], bool] | None = None,
+                       ) -> MetricQuery:
+    """Validate the query-string parameters; raise ValidationError naming the parameter.
+
+    The range may exceed MAX_RANGE, up to MAX_ROLLUP_RANGE, only when ``serves_from_rollup``
+    (the repository's) says the store answers the query from a rollup; it is asked only then.
+    """
     host = check_host(_required(args, "host"))
     name = check_name(_required(args, "name"))
     start = parse_query_time(_required(args, "from"), "from")
     end = parse_query_time(_required(args, "to"), "to")
     if start >= end:
         raise ValidationError("from", "must be before to")
-    if end - start > MAX_RANGE:
-        raise ValidationError("to", f"the range from..to must be at most {MAX_RANGE.days} days")
-    return MetricQuery(host=host, name=name, start=start, end=end,
-                       bucket=_choice(args, "bucket", DEFAULT_BUCKET, tuple(BUCKETS)),
-                       agg=_choice(args, "agg", DEFAULT_AGG, AGGREGATES),
-                       labels=parse_label_filters(args.getlist("label")),
-                       group_by=_group_by(args.get("group_by")))
+    query = MetricQuery(host=host, name=name, start=start, end=end,
+                        bucket=_choice(args, "bucket", DEFAULT_BUCKET, tuple(BUCKETS)),
+                        agg=_choice(args, "agg", DEFAULT_AGG, AGGREGATES),
+                        labels=parse_label_filters(args.getlist("label")),
+                        group_by=_group_by(args.get("group_by")))
+    check_range(query, serves_from_rollup)
+    return query
+
+
+def check_range(query: MetricQuery,
+                serves_from_rollup: Callable[[MetricQuery], bool] | None) -> None:
+    """Raise ValidationError naming ``to`` unless the range is within the query's limit."""
+    span = query.end - query.start
+    if span <= MAX_RANGE:
+        return
+    if span <= MAX_ROLLUP_RANGE and serves_from_rollup is not None and \
+            serves_from_rollup(query):
+        return
+    raise ValidationError("to", f"the range from..to must be at most {MAX_RANGE.days} days "
+                                f"({MAX_ROLLUP_RANGE.days} days for queries served from a "
+                                "rollup: bucket 1h or 1d, agg avg, min, max, sum, count or "
+                                "last, on TimescaleDB)")
 
 
 def _required(args: MultiDict[str, str], key: str) -> str:

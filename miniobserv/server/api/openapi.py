@@ -150,7 +150,9 @@ METRIC_QUERY_PARAMS: list[Json] = [
     query_param("host", "Host name", {"type": "string"}, required=True),
     query_param("name", "Metric name", METRIC_NAME, required=True),
     query_param("from", "Window start (inclusive), RFC 3339", TIME, required=True),
-    query_param("to", "Window end (inclusive), RFC 3339; after from, at most 30 days later",
+    query_param("to", "Window end (inclusive), RFC 3339; after from, at most 30 days later, "
+                      "or 400 days when the query is served from a rollup (TimescaleDB; "
+                      "bucket 1h or 1d; agg avg, min, max, sum, count or last)",
                 TIME, required=True),
     query_param("bucket", "Bucket width; buckets are aligned to the UTC epoch and labelled "
                           "by their start", {"type": "string", "enum": list(BUCKETS),

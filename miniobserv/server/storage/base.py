@@ -86,6 +86,11 @@ class MetricsRepository(Protocol):
         """Every host that ever sent an accepted batch, sorted."""
         ...
 
+    def serves_from_rollup(self, query: MetricQuery) -> bool:
+        """True when ``query`` would be answered from a rollup (a TimescaleDB continuous
+        aggregate) rather than the raw points; the API then allows longer ranges."""
+        ...
+
 
 DEFAULT_LOG_LIMIT = 100
 MAX_LOG_LIMIT = 1000

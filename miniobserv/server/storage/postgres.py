@@ -69,13 +69,40 @@ _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
 _COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
-_QUERY = """SELECT {series} AS series,
+# One SELECT per part of the answer; the parts cover disjoint buckets, so UNION ALL joins them.
+_RAW_PART = """SELECT {series} AS series,
         date_bin(make_interval(secs => %(width)s), time, TIMESTAMPTZ 'epoch') AS bucket,
         {aggregate} AS value
     FROM metrics
-    WHERE host = %(host)s AND name = %(name)s AND time >= %(start)s AND time <= %(end)s{filters}
-    GROUP BY series, bucket
-    ORDER BY series, bucket"""
+    WHERE host = %(host)s AND name = %(name)s AND {window}{filters}
+    GROUP BY series, bucket"""
+_ROLLUP_PART = """SELECT {series} AS series, bucket, {aggregate} AS value
+    FROM {view}
+    WHERE host = %(host)s AND name = %(name)s AND bucket >= %(first)s AND bucket < %(stop)s{filters}
+    GROUP BY series, bucket"""
+_ORDER = " ORDER BY series, bucket"
+# The raw windows: the whole query, or the partial buckets before and after the rollup's.
+_WHOLE = sql.SQL("time >= %(start)s AND time <= %(end)s")
+_HEAD = sql.SQL("time >= %(start)s AND time < %(first)s")
+_TAIL = sql.SQL("time >= %(stop)s AND time <= %(end)s")
+
+# Continuous aggregates of migration 0005 by bucket, and how each aggregate is computed from
+# their rows (several per bucket when several label sets match). Both read the raw table, so
+# min, max, count and last equal the raw query's exactly; sum and avg add the same values,
+# maybe in another order (equal up to float rounding; exactly when the sums are exact).
+ROLLUP_VIEWS: Mapping[str, str] = {"1h": "metrics_1h", "1d": "metrics_1d"}
+ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
+    "avg": sql.SQL("sum(sum) / sum(count)::double precision"),
+    "min": sql.SQL("min(min)"),
+    "max": sql.SQL("max(max)"),
+    "sum": sql.SQL("sum(sum)"),
+    "count": sql.SQL("sum(count)::bigint"),
+    "last": sql.SQL("(array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1]"),
+}
+# 0005's retention policy keeps rollups at least this long; older starts are answered raw.
+ROLLUP_RETENTION = timedelta(days=400)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -126,10 +153,15 @@ def copy_batch(pool: ConnectionPool, kind: str, batch_id: UUID | None, host: str
 
 
 class PostgresMetrics:
-    """Metrics in the ``metrics`` table (a hypertable when TimescaleDB is present)."""
+    """Metrics in the ``metrics`` table (a hypertable when TimescaleDB is present).
+
+    ``1h`` and ``1d`` queries of the aggregates the rollups keep read whole buckets from the
+    continuous aggregates of migration 0005 when this database has them (looked up once).
+    """
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        self._rollups: frozenset[str] | None = None  # the rollup views found, once known
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
@@ -139,10 +171,35 @@ class PostgresMetrics:
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
-        statement, params = build_query(query)
-        with translate_errors(), self._pool.connection() as conn:
-            rows = conn.execute(statement, params).fetchall()
+        view = ROLLUP_VIEWS[query.bucket] if self.serves_from_rollup(query) else None
+        try:
+            rows = self._fetch(*build_query(query, view))
+        except StorageError as err:
+            if view is None or not isinstance(err.__cause__, psycopg.errors.UndefinedTable):
+                raise
+            log.warning("rollup %s is gone; answering from the raw table", view)
+            self._rollups = None  # look again next time
+            rows = self._fetch(*build_query(query))
         return to_series(rows, query.group_by)
+
+    def serves_from_rollup(self, query: MetricQuery) -> bool:
+        """True when ``query`` is answered from a rollup: a ``1h``/``1d`` bucket, an aggregate
+        the rollups keep, a rollup in this database, and a start within their retention."""
+        if query.bucket not in ROLLUP_VIEWS or query.agg not in ROLLUP_AGGREGATE_SQL:
+            return False
+        if query.start < datetime.now(UTC) - ROLLUP_RETENTION:
+            return False
+        return ROLLUP_VIEWS[query.bucket] in self._available_rollups()
+
+    def _available_rollups(self) -> frozenset[str]:
+        if self._rollups is None:
+            with translate_errors(), self._pool.connection() as conn:
+                self._rollups = find_rollups(conn)
+        return self._rollups
+
+    def _fetch(self, statement: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with translate_errors(), self._pool.connection() as conn:
+            return conn.execute(statement, params).fetchall()
 
     def hosts(self) -> list[str]:
         """Every host that sent an accepted batch, in code-point order (as on SQLite)."""
@@ -151,12 +208,53 @@ class PostgresMetrics:
         return sorted(row[0] for row in rows)
 
 
-def build_query(query: MetricQuery) -> tuple[sql.Composed, dict[str, Any]]:
-    """The SQL and parameters of ``query``; only allowlisted fragments are formatted in."""
+def find_rollups(conn: psycopg.Connection[Any]) -> frozenset[str]:
+    """The rollup views (continuous aggregates of ROLLUP_VIEWS) of the current schema."""
+    if not has_timescaledb(conn):
+        return frozenset()
+    rows = conn.execute(
+        "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = current_schema() AND view_name = ANY(%s)",
+        (list(ROLLUP_VIEWS.values()),)).fetchall()
+    return frozenset(row[0] for row in rows)
+
+
+def build_query(query: MetricQuery, view: str | None = None) -> tuple[sql.Composed, dict[str, Any]]:
+    """The SQL and parameters of ``query``; only allowlisted fragments are formatted in.
+
+    With ``view`` (a value of ROLLUP_VIEWS for ``query.bucket``), the buckets lying wholly
+    inside ``[start, end]`` come from that rollup and the partial first and last buckets from
+    the raw table, which alone can cut them at ``start`` and ``end``.
+    """
     if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
         raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
     params: dict[str, Any] = {"width": BUCKETS[query.bucket], "host": query.host,
                               "name": query.name, "start": query.start, "end": query.end}
+    series, filters = _series_and_filters(query, params)
+
+    def raw(bounds: sql.Composable) -> sql.Composed:
+        return sql.SQL(_RAW_PART).format(series=series, aggregate=AGGREGATE_SQL[query.agg],
+                                         filters=filters, window=bounds)
+
+    window = whole_buckets(query)
+    if view is None or window is None:
+        return sql.Composed([raw(_WHOLE), sql.SQL(_ORDER)]), params
+    if view != ROLLUP_VIEWS.get(query.bucket) or query.agg not in ROLLUP_AGGREGATE_SQL:
+        raise ValueError(f"no rollup {view!r} for {query.bucket!r}/{query.agg!r}")
+    params["first"], params["stop"] = window
+    parts = [sql.SQL(_ROLLUP_PART).format(series=series, view=sql.Identifier(view),
+                                          aggregate=ROLLUP_AGGREGATE_SQL[query.agg],
+                                          filters=filters)]
+    if query.start < window[0]:
+        parts.append(raw(_HEAD))
+    if window[1] <= query.end:
+        parts.append(raw(_TAIL))
+    return sql.Composed([sql.SQL(" UNION ALL ").join(parts), sql.SQL(_ORDER)]), params
+
+
+def _series_and_filters(query: MetricQuery,
+                        params: dict[str, Any]) -> tuple[sql.Composable, sql.Composed]:
+    """The series expression and the label conditions of ``query``; adds their parameters."""
     filters: list[sql.Composable] = []
     for index, (key, value) in enumerate(query.labels):
         # One containment test per pair: in a single jsonb object a repeated key would
@@ -168,9 +266,23 @@ def build_query(query: MetricQuery) -> tuple[sql.Composed, dict[str, Any]]:
         params["group"] = query.group_by
         series = sql.SQL("labels ->> %(group)s")
         filters.append(sql.SQL(" AND labels ? %(group)s"))
-    statement = sql.SQL(_QUERY).format(series=series, aggregate=AGGREGATE_SQL[query.agg],
-                                       filters=sql.Composed(filters))
-    return statement, params
+    return series, sql.Composed(filters)
+
+
+def whole_buckets(query: MetricQuery) -> tuple[datetime, datetime] | None:
+    """``(first, stop)``: the buckets starting in ``[first, stop)`` lie wholly inside
+    ``[start, end]``; None when there is no such bucket."""
+    width = timedelta(seconds=query.bucket_seconds)
+    first = bucket_floor(query.start, width)
+    if first < query.start:
+        first += width
+    stop = bucket_floor(query.end + MICROSECOND, width)  # end is inclusive
+    return (first, stop) if first < stop else None
+
+
+def bucket_floor(time: datetime, width: timedelta) -> datetime:
+    """The start of the epoch-aligned bucket of ``width`` holding ``time`` (exact integers)."""
+    return EPOCH + (time - EPOCH) // width * width
 
 
 def to_series(rows: Sequence[tuple[Any, ...]], group_by: str | None) -> list[Series]:

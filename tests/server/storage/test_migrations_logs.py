@@ -174,8 +174,10 @@ def test_timescaledb_logs_hypertable_and_policies(timescale_url: str) -> None:
     assert policies[("logs", "policy_compression")]["config"]["compress_after"] == "7 days"
     assert policies[("logs", "policy_retention")]["config"]["drop_after"] == "14 days"
     starts = [job["initial_start"] for job in policies.values()]
-    assert len(policies) == 4 and None not in starts
-    assert len(set(starts)) == 4  # no two first runs of metrics' and logs' policies collide
+    tables = {table for table, _ in policies}
+    assert tables == {"metrics", "logs", "metrics_1h", "metrics_1d"}  # 0005 adds the rollups'
+    assert len(policies) == 8 and None not in starts
+    assert len(set(starts)) == 8  # no two first runs of any policies collide
 
 
 @pytest.mark.integration
@@ -213,7 +215,7 @@ def test_timescaledb_0002_down_removes_the_logs_policies_only(timescale_url: str
         assert not postgres.is_hypertable(conn, "logs")
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
-        assert postgres.is_hypertable(conn, "logs") and len(jobs(conn)) == 4
+        assert postgres.is_hypertable(conn, "logs") and len(jobs(conn)) == 8  # 0005's too
 
 
 @pytest.mark.integration
@@ -233,7 +235,7 @@ def test_sync_retention_applies_logs_retention_with_its_own_start(timescale_url:
     assert after[("metrics", "policy_retention")] == before[("metrics", "policy_retention")]
     assert after[("logs", "policy_compression")] == before[("logs", "policy_compression")]
     starts = [job["initial_start"] for job in after.values()]
-    assert len(set(starts)) == 4  # the new logs policy keeps clear of the others
+    assert len(set(starts)) == 8  # the new logs policy keeps clear of the others (0005's too)
     with psycopg.connect(timescale_url) as conn, pytest.raises(ValueError):
         postgres.sync_retention(conn, timedelta(days=1), "hosts")
 

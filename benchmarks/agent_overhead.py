@@ -85,7 +85,9 @@ def run(seconds: float, interval: str, workdir: Path,
                 [python, "-m", "miniobserv.agent"],
                 env={**env, "SERVER_URL": f"http://127.0.0.1:{port}",
                      "COLLECT_INTERVAL": interval},
-                stdout=out, stderr=subprocess.STDOUT)
+                # Not the caller's directory: ``-m`` would import a source tree found there
+                # instead of the package installed for ``python``.
+                cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
         proc = psutil.Process(agent.pid)
         wait_for_line(agent_log, STARTED_LINE)
         started, cpu_at_start = time.monotonic(), cpu_seconds(proc)

@@ -50,9 +50,9 @@ def asset(name: str) -> Response:
 @require_dashboard
 def query() -> Response:
     """``/api/v1/metrics/query`` for the page."""
-    metric_query = metrics.parse_metric_query(request.args)
-    return jsonify(metrics.query_answer(metric_query,
-                                        current_repos().metrics.query(metric_query)))
+    store = current_repos().metrics
+    metric_query = metrics.parse_metric_query(request.args, store.serves_from_rollup)
+    return jsonify(metrics.query_answer(metric_query, store.query(metric_query)))
 
 
 @bp.get("/api/v1/dashboard/logs")

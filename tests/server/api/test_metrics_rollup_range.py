@@ -79,10 +79,12 @@ def test_without_a_repository_the_limit_is_30_days() -> None:
 
 # --- handlers over the fake ----------------------------------------------------------------
 
-def get(client: FlaskClient, tokens: Tokens, length: timedelta, **extra: str) -> Any:
-    return client.get(URL, query_string=span(length, **extra), headers=tokens.auth("read"))
+def get(client: FlaskClient, tokens: Tokens, length: timedelta, url: str = URL,
+        **extra: str) -> Any:
+    return client.get(url, query_string=span(length, **extra), headers=tokens.auth("read"))
 
 
+@pytest.mark.parametrize("url", [URL, "/api/v1/dashboard/query"])
 @pytest.mark.parametrize(("rollup", "length", "status"), [
     (False, MAX_RANGE, 200),
     (False, MAX_RANGE + SECOND, 400),
@@ -92,9 +94,10 @@ def get(client: FlaskClient, tokens: Tokens, length: timedelta, **extra: str) ->
 ])
 def test_range_limits_at_their_edges(client: FlaskClient, tokens: Tokens,
                                      repos: FakeRepositories, rollup: bool,
-                                     length: timedelta, status: int) -> None:
+                                     length: timedelta, status: int, url: str) -> None:
+    """The API's query and the dashboard's copy of it have the same limits."""
     repos.metrics.rollup = rollup
-    response = get(client, tokens, length)
+    response = get(client, tokens, length, url)
     assert response.status_code == status, response.get_json()
     if status == 400:
         assert response.get_json()["error"].startswith("to: the range from..to must be at most")

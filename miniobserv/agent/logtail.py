@@ -22,8 +22,11 @@ with the same first bytes, e.g. ``app.log.1``) when one is found; without a copy
 line already read is shipped as it is. After a restart, a saved file
 that is no longer at its path is looked for by inode (renamed rotation) or by its first bytes
 (copytruncate) in its directory. A saved position also stores a fingerprint of the file's first
-bytes, so a recycled inode is recognised as a new file. Patterns should match live files only
-(``*.log``, not ``*``): a copy that matches a pattern is read as a new file.
+bytes, so a recycled inode is recognised as a new file. A copytruncate copy that matches a
+pattern is recognised too, also when a poll falls between the copy and the truncation (it is
+a prefix of a followed file: left alone until the truncation takes the unread rest from it).
+Patterns should still match live files only (``*.log``, not ``*``): other rotated files, such
+as compressed ones (``app.log.2.gz``), are read as new files.
 
 Lines: only complete lines are shipped; the newline (and a ``\\r`` before it) is removed,
 undecodable bytes become U+FFFD, NUL becomes U+FFFD, blank lines are skipped (the model refuses
@@ -209,6 +212,7 @@ class Tailer:
         self._lock = threading.Lock()
         self._files: dict[Ident, _File] = {}
         self._closed: set[Ident] = set()
+        self._copies: dict[Ident, int] = {}  # copies waiting for a truncation: ident → size
         self._warned: set[str] = set()
         self._seq = self._committed_seq = 0
         self._started = self._shut = False
@@ -288,9 +292,13 @@ class Tailer:
             # agent is stopped, is then read from its start.
             self._dirty = self._dirty or frozenset(self.patterns) != self._known_patterns
             self._restore(matched)
+        for ident in [i for i in self._copies if i not in matched]:
+            del self._copies[ident]
         for ident, (path, st, known) in matched.items():
             if ident not in self._files:
                 start = "start" if known or not startup else "end"
+                if start == "start" and self._is_waiting_copy(path, ident, st):
+                    continue
                 self._follow(path, ident, st, start)
 
     def _match(self) -> dict[Ident, tuple[str, os.stat_result, bool]]:
@@ -405,6 +413,7 @@ class Tailer:
     def _hand_over(self, f: _File, fd: int, ident: Ident) -> None:
         """Copytruncate: the unread rest is in the copy ``fd``; ``f`` starts over at 0."""
         log.info("reading the rest of %s from its rotated copy", f.path)
+        self._copies.pop(ident, None)
         copy = _File(fd=fd, path=f.path, ident=ident, done=f.done, fp_len=f.fp_len, fp=f.fp,
                      buf=f.buf, skipped=f.skipped, held=f.held, held_start=f.held_start,
                      held_bytes=f.held_bytes, in_traceback=f.in_traceback, draining=True,
@@ -433,6 +442,39 @@ class Tailer:
             if fd is not None:
                 os.close(fd)
         return None
+
+    def _is_waiting_copy(self, path: str, ident: Ident, st: os.stat_result) -> bool:
+        """Is the new file ``path`` a copy of a followed file that is not truncated yet?
+
+        logrotate's copytruncate copies, then truncates; a scan in between sees the copy as a
+        new file. Its lines are the original's, so it is left alone until the truncation,
+        which takes from it the lines not yet read (:meth:`_find_copy`). A copy is a prefix of
+        its original: the same first bytes, and the same bytes before the copy's end. One that
+        grows later is a file of its own after all, read from its start.
+        """
+        seen = self._copies.get(ident)
+        if seen is not None:
+            if seen == st.st_size:
+                return True
+            log.info("log file %s grew: following it as a file of its own", path)
+            del self._copies[ident]
+            return False
+        if st.st_size < FP_BYTES:
+            return False
+        fd = self._open(path, ident)
+        if fd is None:
+            return False
+        try:
+            original = next((f for f in self._files.values()
+                             if f.fp_len == FP_BYTES and not f.truncated
+                             and _is_prefix(fd, f.fd, st.st_size, f.fp)), None)
+        finally:
+            os.close(fd)
+        if original is None:
+            return False
+        log.info("log file %s is a copy of %s: waiting for the truncation", path, original.path)
+        self._copies[ident] = st.st_size
+        return True
 
     def _find_renamed(self, saved: FilePosition) -> tuple[str, os.stat_result] | None:
         """The file with the saved identity in the saved path's directory (renamed rotation)."""
@@ -608,6 +650,17 @@ def fingerprint(fd: int, length: int = FP_BYTES) -> tuple[int, str]:
 def _same_head(fd: int, length: int, digest: str) -> bool:
     try:
         return fingerprint(fd, length) == (length, digest)
+    except OSError:
+        return False
+
+
+def _is_prefix(copy_fd: int, fd: int, size: int, digest: str, block: int = 4096) -> bool:
+    """Do the ``size`` bytes of ``copy_fd`` begin the file ``fd`` (head digest, last block)?"""
+    try:
+        if os.fstat(fd).st_size < size or fingerprint(copy_fd)[1] != digest:
+            return False
+        start = max(0, size - block)
+        return os.pread(copy_fd, size - start, start) == os.pread(fd, size - start, start)
     except OSError:
         return False
 

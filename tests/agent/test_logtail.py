@@ -477,6 +477,72 @@ def test_rotated_copy_matching_the_pattern_is_not_read_twice(logs: Path, state: 
     assert {line.path for line in got} == {str(logs / "app.log")}  # the name written to
 
 
+@pytest.mark.parametrize("unread", [0, 10])
+def test_copytruncate_copy_seen_before_the_truncation_is_not_read_twice(
+        logs: Path, state: Path, clock: Clock, writer: Writer, unread: int) -> None:
+    """A poll can fall between logrotate's copy and its truncate; the copy then matches the
+    pattern while its original is still whole. Its lines are the original's: none twice."""
+    with tailer(logs / "app.log*", state, clock) as t:  # matches app.log.1 too
+        drain(t)
+        writer.lines(0, 100)
+        got = drain(t)
+        writer.lines(100, 100 + unread)  # unread when the copy is made
+        shutil.copyfile(logs / "app.log", logs / "app.log.1")
+        got += drain(t)  # the copy exists, the original is not truncated yet
+        os.truncate(logs / "app.log", 0)
+        writer.lines(100 + unread, 120 + unread)
+        got += drain(t)
+        clock.advance(t.ROTATED_GRACE)
+        got += drain(t)
+        writer.lines(120 + unread, 130 + unread)
+        got += drain(t)
+    assert numbers(got) == list(range(130 + unread))
+
+
+def test_a_restart_between_copy_and_truncate_reads_every_line_once(
+        logs: Path, state: Path, clock: Clock, writer: Writer) -> None:
+    with tailer(logs / "app.log*", state, clock) as t:
+        drain(t)
+        writer.lines(0, 50)
+        got = drain(t)
+    writer.lines(50, 60)  # the agent is down: logrotate copies...
+    shutil.copyfile(logs / "app.log", logs / "app.log.1")
+    with tailer(logs / "app.log*", state, clock) as t:  # ...the agent starts...
+        got += drain(t)
+        os.truncate(logs / "app.log", 0)  # ...and logrotate truncates
+        writer.lines(60, 70)
+        got += drain(t)
+    assert numbers(got) == list(range(70))
+
+
+def test_a_waiting_copy_that_grows_is_read_as_a_file_of_its_own(
+        logs: Path, state: Path, clock: Clock, writer: Writer) -> None:
+    with tailer(logs / "app.log*", state, clock) as t:
+        drain(t)
+        writer.lines(0, 50)
+        assert numbers(drain(t)) == list(range(50))
+        shutil.copyfile(logs / "app.log", logs / "app.log.1")
+        assert drain(t) == []  # a copy: its lines were read from app.log
+        write(logs / "app.log.1", numbered(1000, 1001))  # it is not a copy after all
+        got = drain(t)
+    assert got[-1].text == "line 01000" and len(got) == 3 + 50 + 1  # read from its start
+    assert {line.path for line in got} == {str(logs / "app.log.1")}
+
+
+def test_a_new_file_that_only_starts_like_a_followed_one_is_read(
+        logs: Path, state: Path, clock: Clock, writer: Writer) -> None:
+    """The same first bytes (and more) but other content: a file of its own, read whole."""
+    with tailer(logs / "*.log", state, clock) as t:
+        drain(t)
+        writer.lines(0, 40)
+        assert numbers(drain(t)) == list(range(40))
+        head = (logs / "app.log").read_text()[:-len(numbered(39, 40))]  # well over 256 bytes
+        (logs / "other.log").write_text(head + "line 99999\n")
+        got = drain(t)
+    assert [line.text for line in got] == [*head.splitlines(), "line 99999"]
+    assert {line.path for line in got} == {str(logs / "other.log")}
+
+
 # --- state file ------------------------------------------------------------------------------
 
 

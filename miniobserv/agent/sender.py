@@ -189,9 +189,12 @@ class Sender:
         return SendResult("aborted", attempts, None)
 
     def _delay(self, failures: int, retry_after: float | None) -> float:
+        """The backoff; a ``Retry-After`` may lengthen it (up to its cap), never shorten it:
+        a proxy that answers ``Retry-After: 0`` must not make the agent retry in a loop."""
+        delay = backoff_delay(failures, self._rand, self.BASE_S, self.CAP_S, self.JITTER)
         if retry_after is not None:
-            return min(retry_after, self.RETRY_AFTER_MAX_S)
-        return backoff_delay(failures, self._rand, self.BASE_S, self.CAP_S, self.JITTER)
+            delay = max(delay, min(retry_after, self.RETRY_AFTER_MAX_S))
+        return delay
 
     def _request_timeout(self) -> float:
         """REQUEST_TIMEOUT, shortened to what is left of the drain during shutdown."""

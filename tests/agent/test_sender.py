@@ -117,6 +117,15 @@ def test_absurd_retry_after_is_capped(server):
     assert sender.stop.waits == [Sender.RETRY_AFTER_MAX_S]
 
 
+@pytest.mark.parametrize("header", ["0", "-5", "Fri, 05 Jun 2026 09:59:00 GMT"])
+def test_a_retry_after_shorter_than_the_backoff_does_not_shorten_it(server, header):
+    """``Retry-After: 0`` (or a date in the past) from a proxy: still the backoff's pace."""
+    server.answer(Reply(503, {"Retry-After": header}), Reply(429, {"Retry-After": header}), 202)
+    sender = make_sender(server.url, clock=lambda: T0.timestamp())
+    assert sender.send(batch()).is_sent
+    assert sender.stop.waits == [0.01, 0.02]  # rand 0.5: no jitter; BASE_S 0.01
+
+
 def test_401_mints_a_new_token_and_retries_at_once(server):
     server.answer(401, 202)
     sender = make_sender(server.url)

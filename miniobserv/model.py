@@ -161,7 +161,7 @@ class LogBatch:
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``; microseconds only when there are some."""
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S")  # %Y drops zeros before 1000
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"

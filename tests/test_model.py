@@ -129,6 +129,8 @@ def test_past_times_are_accepted() -> None:
     (datetime(2026, 6, 5, 10, tzinfo=UTC), "2026-06-05T10:00:00Z"),
     (datetime(2026, 6, 5, 10, 0, 0, 120000, tzinfo=UTC), "2026-06-05T10:00:00.12Z"),
     (datetime(2026, 6, 5, 12, tzinfo=timezone(timedelta(hours=2))), "2026-06-05T10:00:00Z"),
+    (datetime(1, 1, 1, 0, 0, 5, tzinfo=UTC), "0001-01-01T00:00:05Z"),  # four-digit years
+    (datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC), "0999-12-31T23:59:59.000001Z"),
 ])
 def test_format_time_round_trips(value: datetime, text: str) -> None:
     assert format_time(value) == text

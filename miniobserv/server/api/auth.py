@@ -58,6 +58,11 @@ def decode_token(token: str, secret: str) -> dict[str, Any]:
         # signed with the right secret; they are as invalid as any other.
         logger.info("token refused: %s", type(err).__name__)
         raise unauthorized() from None
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        # RFC 7519 NumericDate: a JSON number. PyJWT also takes a numeric string.
+        logger.info("token refused: exp is not a number")
+        raise unauthorized()
     return cast(dict[str, Any], claims)
 
 

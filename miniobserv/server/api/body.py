@@ -78,8 +78,10 @@ def parse_json(data: bytes) -> Any:
         raise bad_request("body", "JSON is nested too deeply") from None
     except UnicodeDecodeError:
         raise bad_request("body", "is not valid UTF-8") from None
-    except ValueError as err:  # JSONDecodeError, or an integer with too many digits
+    except json.JSONDecodeError as err:
         raise bad_request("body", f"is not valid JSON ({_short(err)})") from None
+    except ValueError:  # an integer over sys.get_int_max_str_digits() digits
+        raise bad_request("body", "has a number with too many digits") from None
 
 
 def _short(err: Exception) -> str:

@@ -242,6 +242,8 @@ def test_big_finite_number_is_accepted(client: FlaskClient, tokens: Tokens) -> N
     (b'{"host": "\xc3\x28"}', "body: is not valid"),
     (b"[" * 100_000 + b"]" * 100_000, "body: JSON is nested too deeply"),
     (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "body: JSON is nested too deeply"),
+    (b'{"host": "web-01", "metrics": [' + b"9" * 5000 + b"]}",
+     "body: has a number with too many digits"),  # not Python's advice on its limit
 ])
 def test_malformed_json_is_400(client: FlaskClient, tokens: Tokens, data: bytes,
                                expected: str) -> None:

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from miniobserv.server.masterfiles import master_path, remove_stale
@@ -33,6 +40,10 @@ EXTENSION_KEY = "miniobserv.telemetry"
 INGEST_PATHS = {"/api/v1/metrics": "metrics", "/api/v1/logs": "logs"}
 REJECTED_STATUSES = frozenset({400, 413, 415})
 MULTIPROCESS_PREFIX = "miniobserv-prometheus-"
+
+# No ``*_created`` sample beside every counter and histogram (prometheus_client's default in
+# one process; multiprocess mode has none): one series per value, in every mode.
+disable_created_metrics()
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

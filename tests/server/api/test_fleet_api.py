@@ -155,6 +155,7 @@ def test_own_counters_and_latency_histograms(client: FlaskClient, tokens: Tokens
     value = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for f in parsed.values() for s in f.samples}
     assert value[("miniobserv_ingested_points_total", ())] == 6
+    assert not [name for name, _ in value if name.endswith("_created")]
     assert value[("miniobserv_ingested_log_entries_total", ())] == 1
     assert value[("miniobserv_ingested_batches_total", (("kind", "metrics"),))] == 2
     assert value[("miniobserv_ingested_batches_total", (("kind", "logs"),))] == 1

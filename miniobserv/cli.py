@@ -20,7 +20,13 @@ import click
 import requests
 from jwt.warnings import InsecureKeyLengthWarning
 
-from miniobserv.config import ServerConfig, parse_duration
+from miniobserv.config import (
+    DurationTooLong,
+    ServerConfig,
+    excerpt,
+    format_duration,
+    parse_duration,
+)
 from miniobserv.errors import ConfigError
 from miniobserv.tokens import SCOPES, mint_token
 
@@ -33,14 +39,35 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def _duration(value: str, option: str) -> timedelta:
-    try:
-        result = parse_duration(value)
-    except ValueError:
-        _fail(f"{option} {value!r} is not a duration (e.g. 30s, 15m, 1h, 7d)")
-    if result <= timedelta(0):
-        _fail(f"{option} must be positive")
-    return result
+MIN_TTL = timedelta(seconds=1)  # JWT times are whole seconds: a shorter TTL makes exp == iat
+
+
+class Duration(click.ParamType):
+    """A click option holding a duration such as ``30s``, ``15m``, ``1h`` or ``7d``.
+
+    Bad text, a duration below ``minimum`` or one too long for any date is a usage error
+    (exit 2) naming the option.
+    """
+
+    name = "duration"
+
+    def __init__(self, minimum: timedelta) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            result = parse_duration(str(value))
+        except DurationTooLong:
+            self.fail(f"{excerpt(value)!r} is too long", param, ctx)
+        except ValueError:
+            self.fail(f"{excerpt(value)!r} is not a duration (e.g. 30s, 15m, 1h, 7d)", param, ctx)
+        if result < self.minimum or result <= timedelta(0):
+            self.fail(f"{excerpt(value)!r} is below the minimum of "
+                      f"{format_duration(self.minimum)}", param, ctx)
+        return result
 
 
 def _configure_logging(level: str) -> None:
@@ -130,30 +157,35 @@ def migrate(revision: str) -> None:
 
 
 @cli.command()
-@click.option("--ttl", default="24h", show_default=True, help="Lifetime, e.g. 1h, 24h, 30d.")
+@click.option("--ttl", type=Duration(MIN_TTL), default="24h", show_default=True,
+              help="Lifetime, e.g. 1h, 24h, 30d (at least 1s).")
 @click.option("--scope", type=click.Choice(SCOPES), default=None,
               help="Narrow the token to ingest (POST) or read (queries).")
-def token(ttl: str, scope: str | None) -> None:
+def token(ttl: timedelta, scope: str | None) -> None:
     """Print an HS256 JWT minted from AGENT_TOKEN."""
-    click.echo(mint_token(_secret(), _duration(ttl, "--ttl"), scope=scope, issuer="miniobserv"))
+    click.echo(mint_token(_secret(), ttl, scope=scope, issuer="miniobserv"))
 
 
 @cli.command()
 @click.option("--host", "host", required=True, help="Host whose series to show.")
 @click.option("--name", required=True, help="Metric name, e.g. cpu.usage_pct.")
-@click.option("--since", default="1h", show_default=True, help="Window ending now.")
+@click.option("--since", type=Duration(timedelta(milliseconds=1)), default="1h",
+              show_default=True, help="Window ending now.")
 @click.option("--bucket", default="1m", show_default=True)
 @click.option("--agg", default="avg", show_default=True)
 @click.option("--label", "labels", multiple=True, help="key:value filter, repeatable.")
 @click.option("--plot", is_flag=True, help="Draw a sparkline instead of a table.")
 @click.option("--server", default=None,
               help=f"Server URL (default: SERVER_URL or {DEFAULT_SERVER_URL}).")
-def query(host: str, name: str, since: str, bucket: str, agg: str, labels: Sequence[str],
+def query(host: str, name: str, since: timedelta, bucket: str, agg: str, labels: Sequence[str],
           plot: bool, server: str | None) -> None:
     """Show one series from the server as a table or a sparkline."""
     base = (server or os.environ.get("SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
     end = datetime.now(UTC).replace(microsecond=0)
-    start = end - _duration(since, "--since")
+    try:
+        start = end - since
+    except OverflowError:
+        raise click.BadParameter("reaches before the year 1", param_hint="'--since'") from None
     params: list[tuple[str, str]] = [
         ("host", host), ("name", name), ("from", start.isoformat()), ("to", end.isoformat()),
         ("bucket", bucket), ("agg", agg)] + [("label", label) for label in labels]
@@ -161,7 +193,7 @@ def query(host: str, name: str, since: str, bucket: str, agg: str, labels: Seque
     body = _get_json(f"{base}/api/v1/metrics/query", params, bearer)
     points = body.get("points", [])
     if not points:
-        click.echo(f"no points for {name} on {host} in the last {since}")
+        click.echo(f"no points for {name} on {host} in the last {format_duration(since)}")
         return
     click.echo(render_sparkline(points) if plot else render_table(points))
 

@@ -28,10 +28,30 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"(\d+) ?(kib|mib|gib)?", re.ASCII | re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+EXCERPT_LEN = 40  # how much of a bad value an error message repeats
+
+
+class DurationTooLong(ValueError):
+    """A well-formed duration longer than any bound (and than :class:`timedelta` can hold)."""
+
+
+def excerpt(value: object, limit: int = EXCERPT_LEN) -> str:
+    """``value``'s text cut to ``limit`` characters, ``…`` marking the cut.
+
+    Error messages repeat bad input through this, so a 5000-digit value stays one short line.
+    """
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``90s``, ``5m``, ``1h30m``, ``30d`` or ``250ms``; raise ValueError otherwise."""
+    """Parse ``90s``, ``5m``, ``1h30m``, ``30d`` or ``250ms``; raise ValueError otherwise.
+
+    A duration too long for :class:`timedelta` (about 2.7 million years) raises
+    :class:`DurationTooLong`, a ValueError, so callers can name their bounds instead.
+    """
     text = text.strip()
     pos, total = 0, 0.0
     if not text:
@@ -42,8 +62,34 @@ def parse_duration(text: str) -> timedelta:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(text):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 5m, 1h, 30d)")
-    return timedelta(seconds=total)
+        raise ValueError(f"not a duration: {excerpt(text)!r} (use e.g. 10s, 5m, 1h, 30d)")
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:  # also float("1" + "0" * 400) == inf
+        raise DurationTooLong(f"duration too long: {excerpt(text)!r}") from None
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count: ``1048576``, or with a binary suffix ``512KiB``, ``8MiB``, ``1GiB``.
+
+    The suffix is case-insensitive and may follow one space; raise ValueError otherwise.
+    """
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a size: {excerpt(text)!r} (use e.g. 1048576, 512KiB, 8MiB)")
+    digits = m.group(1).lstrip("0") or "0"
+    # Past 20 digits a count exceeds every bound; clamping keeps int() off its digit limit.
+    number = int(digits) if len(digits) <= 20 else 10 ** 20
+    return number * _SIZE_UNITS[(m.group(2) or "").lower()]
+
+
+def format_size(value: int) -> str:
+    """The shortest text :func:`parse_size` reads back (``8MiB``, ``1536KiB``, ``1000``)."""
+    for unit in ("GiB", "MiB", "KiB"):
+        size = _SIZE_UNITS[unit.lower()]
+        if value and value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
 
 
 def format_duration(value: timedelta) -> str:
@@ -90,11 +136,13 @@ class _Env:
             return default
         try:
             value = parse_duration(text)
+        except DurationTooLong:
+            raise ConfigError(f"{name}={excerpt(text)} is out of bounds: {bounds}") from None
         except ValueError:
-            raise ConfigError(f"{name}={text!r} is not a duration (e.g. 10s, 5m, 1h); "
+            raise ConfigError(f"{name}={excerpt(text)!r} is not a duration (e.g. 10s, 5m, 1h); "
                               f"bounds: {bounds}") from None
         if value < low or (high is not None and value > high):
-            raise ConfigError(f"{name}={text} is out of bounds: {bounds}")
+            raise ConfigError(f"{name}={excerpt(text)} is out of bounds: {bounds}")
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
@@ -103,10 +151,26 @@ class _Env:
             return default
         try:
             value = int(text)
-        except ValueError:
-            raise ConfigError(f"{name}={text!r} is not an integer ({low} to {high})") from None
+        except ValueError:  # also past int's 4300-digit conversion limit
+            raise ConfigError(f"{name}={excerpt(text)!r} is not an integer ({low} to {high})") \
+                from None
         if not low <= value <= high:
-            raise ConfigError(f"{name}={value} is out of bounds: {low} to {high}")
+            raise ConfigError(f"{name}={excerpt(text)} is out of bounds: {low} to {high}")
+        return value
+
+    def size(self, name: str, default: int, low: int, high: int) -> int:
+        """A byte count, plain or with a ``KiB``/``MiB``/``GiB`` suffix, within bounds."""
+        text = self.raw(name)
+        if text is None:
+            return default
+        bounds = f"{format_size(low)} to {format_size(high)}"
+        try:
+            value = parse_size(text)
+        except ValueError:
+            raise ConfigError(f"{name}={excerpt(text)!r} is not a size (bytes, or e.g. 512KiB, "
+                              f"8MiB); bounds: {bounds}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={excerpt(text)} is out of bounds: {bounds}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -118,7 +182,7 @@ class _Env:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{name}={text!r} must be true or false")
+        raise ConfigError(f"{name}={excerpt(text)!r} must be true or false")
 
     def choice(self, name: str, default: str, choices: tuple[str, ...],
                *, upper: bool = False) -> str:
@@ -127,7 +191,7 @@ class _Env:
             return default
         value = text.upper() if upper else text.lower()
         if value not in choices:
-            raise ConfigError(f"{name}={text!r} must be one of {', '.join(choices)}")
+            raise ConfigError(f"{name}={excerpt(text)!r} must be one of {', '.join(choices)}")
         return value
 
     def csv(self, name: str) -> tuple[str, ...]:
@@ -142,7 +206,9 @@ class _Env:
             return ()
         try:
             value = json.loads(text)
-        except ValueError as err:
+        except RecursionError:
+            raise ConfigError(f"{name} is not valid JSON: nested too deeply") from None
+        except ValueError as err:  # the decoder's message gives a position, not the value
             raise ConfigError(f"{name} is not valid JSON: {err}") from None
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise ConfigError(f"{name} must be a JSON list of objects")
@@ -160,8 +226,10 @@ def is_postgres_url(database_url: str) -> bool:
 def _listen_addr(env: _Env, name: str, default: str) -> tuple[str, int]:
     text = env.raw(name) or default
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={text!r} must be host:port with a port of 1 to 65535")
+    # isascii: "²".isdigit() is True, yet int("²") fails; len: int() of 5000 digits fails too.
+    if not sep or not (port.isascii() and port.isdigit() and len(port.lstrip("0")) <= 5) or \
+            not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={excerpt(text)!r} must be host:port with a port of 1 to 65535")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -229,7 +297,7 @@ class ServerConfig:
                                         timedelta(days=3650)),
             dashboard_enabled=env.boolean("DASHBOARD_ENABLED", cls.dashboard_enabled),
             dashboard_auth=env.choice("DASHBOARD_AUTH", cls.dashboard_auth, ("none", "token")),
-            max_body_bytes=env.integer("MAX_BODY_BYTES", cls.max_body_bytes, 1024, 1 << 30),
+            max_body_bytes=env.size("MAX_BODY_BYTES", cls.max_body_bytes, 1 << 10, 1 << 30),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
         )
 
@@ -312,7 +380,7 @@ def _agent_labels(env: _Env) -> dict[str, str]:
     for item in env.csv("AGENT_LABELS"):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"AGENT_LABELS item {item!r} must be key=value")
+            raise ConfigError(f"AGENT_LABELS item {excerpt(item)!r} must be key=value")
         labels[key.strip()] = value.strip()
     try:
         return check_labels(labels, "AGENT_LABELS")

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from miniobserv.config import format_duration, parse_duration
+from miniobserv.config import DurationTooLong, excerpt, format_duration, parse_duration
 from miniobserv.errors import ConfigError, ValidationError
 from miniobserv.model import check_host, check_labels, is_metric_name
 
@@ -104,10 +104,10 @@ def parse_alert_rule(item: Mapping[str, Any]) -> AlertRule:
     host = check_host(item["host"])
     name = item["name"]
     if not isinstance(name, str) or not is_metric_name(name):
-        raise ValidationError("name", f"unknown metric name {str(name)[:128]!r}")
+        raise ValidationError("name", f"unknown metric name {excerpt(name, 128)!r}")
     op = item["op"]
     if op not in OPERATORS:
-        raise ValidationError("op", f"unknown operator {str(op)[:20]!r}: use one of "
+        raise ValidationError("op", f"unknown operator {excerpt(op, 20)!r}: use one of "
                                     f"{', '.join(OPERATORS)}")
     labels = check_labels(item.get("labels"))
     return AlertRule(host=host, name=name, op=op, threshold=_threshold(item["threshold"]),
@@ -122,10 +122,15 @@ def _refuse_unknown(item: Mapping[str, Any], allowed: frozenset[str]) -> None:
 
 
 def _threshold(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError("threshold", "must be a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float's range (JSON allows 4300 digits)
+        raise ValidationError("threshold", "must be a finite number") from None
+    if not math.isfinite(number):
+        raise ValidationError("threshold", "must be a finite number")
+    return number
 
 
 def _for(value: Any) -> timedelta:
@@ -133,8 +138,10 @@ def _for(value: Any) -> timedelta:
         raise ValidationError("for", "must be a duration such as 30s, 5m or 1h")
     try:
         duration = parse_duration(value)
+    except DurationTooLong:
+        duration = timedelta.max  # refused below, naming the bound
     except ValueError:
-        raise ValidationError("for", f"{value[:40]!r} is not a duration such as 30s, 5m or "
+        raise ValidationError("for", f"{excerpt(value)!r} is not a duration such as 30s, 5m or "
                                      "1h") from None
     if duration > MAX_FOR:
         raise ValidationError("for", f"must be at most {format_duration(MAX_FOR)}")
@@ -164,7 +171,7 @@ def parse_notification(item: Mapping[str, Any]) -> Notification:
     _refuse_unknown(item, _NOTIFICATION_KEYS)
     kind = item.get("type")
     if kind not in NOTIFICATION_TYPES:
-        raise ValidationError("type", f"unknown notification type {str(kind)[:20]!r}: use one "
+        raise ValidationError("type", f"unknown notification type {excerpt(kind, 20)!r}: use one "
                                       f"of {', '.join(NOTIFICATION_TYPES)}")
     url = item.get("url")
     if not isinstance(url, str) or not is_http_url(url):

@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from miniobserv.config import AgentConfig, ServerConfig, format_duration, parse_duration
+from miniobserv.config import (
+    AgentConfig,
+    DurationTooLong,
+    ServerConfig,
+    excerpt,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 from miniobserv.errors import ConfigError
 
 SECRET = "0123456789abcdef"  # the 16-character minimum
@@ -203,9 +212,37 @@ def test_max_body_bytes_bounds() -> None:
     assert server(MAX_BODY_BYTES="1024").max_body_bytes == 1024
     assert server(MAX_BODY_BYTES=str(1 << 30)).max_body_bytes == 1 << 30
     assert refused(server, MAX_BODY_BYTES="1023") == \
-        "MAX_BODY_BYTES=1023 is out of bounds: 1024 to 1073741824"
+        "MAX_BODY_BYTES=1023 is out of bounds: 1KiB to 1GiB"
     assert refused(server, MAX_BODY_BYTES=str((1 << 30) + 1)).startswith("MAX_BODY_BYTES=")
-    assert refused(server, MAX_BODY_BYTES="8MiB").startswith("MAX_BODY_BYTES='8MiB' is not")
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("1KiB", 1024), ("1kib", 1024), ("8MiB", 8 << 20), ("8 MiB", 8 << 20), ("1GiB", 1 << 30),
+    ("1048576KiB", 1 << 30), ("1536KiB", 1536 << 10), ("0008MiB", 8 << 20),
+])
+def test_max_body_bytes_takes_binary_suffixes(text: str, size: int) -> None:
+    assert server(MAX_BODY_BYTES=text).max_body_bytes == size
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1023", "MAX_BODY_BYTES=1023 is out of bounds: 1KiB to 1GiB"),
+    ("1048577KiB", "MAX_BODY_BYTES=1048577KiB is out of bounds: 1KiB to 1GiB"),
+    ("2GiB", "MAX_BODY_BYTES=2GiB is out of bounds: 1KiB to 1GiB"),
+    ("0KiB", "MAX_BODY_BYTES=0KiB is out of bounds: 1KiB to 1GiB"),
+    ("8MB", "MAX_BODY_BYTES='8MB' is not a size (bytes, or e.g. 512KiB, 8MiB); bounds: "
+            "1KiB to 1GiB"),
+    ("1.5MiB", "MAX_BODY_BYTES='1.5MiB' is not a size"),
+    ("-1", "MAX_BODY_BYTES='-1' is not a size"),
+    ("8  MiB", "MAX_BODY_BYTES='8  MiB' is not a size"),
+    ("9" * 5000, f"MAX_BODY_BYTES={'9' * 40}… is out of bounds: 1KiB to 1GiB"),
+])
+def test_max_body_bytes_refusals(text: str, message: str) -> None:
+    assert refused(server, MAX_BODY_BYTES=text).startswith(message)
+
+
+@pytest.mark.parametrize("size", [1, 1023, 1024, 1536 << 10, 8 << 20, 1 << 30, 3 << 30])
+def test_format_size_round_trips(size: int) -> None:
+    assert parse_size(format_size(size)) == size
 
 
 @pytest.mark.parametrize("variable", ["AUTO_MIGRATE", "DASHBOARD_ENABLED"])
@@ -287,3 +324,85 @@ def test_agent_labels() -> None:
     assert refused(agent, AGENT_LABELS=many) == "AGENT_LABELS: must have at most 16 labels"
     sixteen = ",".join(f"k{i}=v" for i in range(16))
     assert len(agent(AGENT_LABELS=sixteen).agent_labels) == 16
+
+
+# --- values far out of range: one short line naming the variable and its bounds ------------
+
+HUGE_DAYS = "99999999999999999999d"  # past what timedelta holds
+INFINITE = "1" + "0" * 400 + "s"  # float() of it is inf
+
+
+@pytest.mark.parametrize("text", [HUGE_DAYS, INFINITE, "1000000000d"])
+def test_parse_duration_too_long_for_timedelta(text: str) -> None:
+    with pytest.raises(DurationTooLong, match="^duration too long: '"):
+        parse_duration(text)
+    assert issubclass(DurationTooLong, ValueError)
+
+
+def test_parse_duration_at_timedelta_edge() -> None:
+    assert parse_duration("999999999d") == timedelta(days=999999999)
+
+
+def _bounds(low: str, high: str) -> str:
+    return f"{format_duration(parse_duration(low))} to {format_duration(parse_duration(high))}"
+
+
+@pytest.mark.parametrize("text", [HUGE_DAYS, INFINITE])
+@pytest.mark.parametrize(("build", "variable", "low", "high"),
+                         [(server, row[0], *row[3:]) for row in SERVER_DURATIONS] +
+                         [(agent, row[0], *row[3:]) for row in AGENT_DURATIONS])
+def test_durations_far_over_any_bound(text: str, build: Any, variable: str, low: str,
+                                      high: str) -> None:
+    message = refused(build, **{variable: text})
+    assert message == f"{variable}={excerpt(text)} is out of bounds: {_bounds(low, high)}"
+
+
+@pytest.mark.parametrize("variable", ["HOST_STALE_AFTER", "HOST_DOWN_AFTER"])
+def test_host_thresholds_far_over_any_bound(variable: str) -> None:
+    assert refused(server, **{variable: HUGE_DAYS}) == \
+        f"{variable}={HUGE_DAYS} is out of bounds: at least 1s"
+
+
+def test_excerpt_cuts_past_its_limit() -> None:
+    assert excerpt("x" * 40) == "x" * 40
+    assert excerpt("x" * 41) == "x" * 40 + "…"
+    assert excerpt(12345, 3) == "123…"
+
+
+LONG = "9" * 5000  # past int()'s 4300-digit limit
+LONGISH = "9" * 4000  # an integer int() reads, far out of bounds
+
+
+@pytest.mark.parametrize(("build", "variable", "value", "start"), [
+    (server, "DB_POOL_MIN", LONG, "DB_POOL_MIN='" + "9" * 40 + "…' is not an integer (0 to 100)"),
+    (server, "DB_POOL_MIN", LONGISH, "DB_POOL_MIN=" + "9" * 40 + "… is out of bounds: 0 to 100"),
+    (server, "DB_POOL_MAX", LONGISH, "DB_POOL_MAX=" + "9" * 40 + "… is out of bounds: 1 to 1000"),
+    (server, "AUTO_MIGRATE", "y" * 500, "AUTO_MIGRATE='" + "y" * 40 + "…' must be true or false"),
+    (server, "LOG_LEVEL", "v" * 500, "LOG_LEVEL='" + "v" * 40 + "…' must be one of"),
+    (server, "LISTEN_ADDR", "h:" + LONG, "LISTEN_ADDR='h:" + "9" * 38 + "…' must be host:port"),
+    (server, "ALERT_INTERVAL", "x" * 500, "ALERT_INTERVAL='" + "x" * 40 + "…' is not a duration"),
+    (agent, "COLLECT_INTERVAL", LONG + "s", "COLLECT_INTERVAL=" + "9" * 40 + "… is out of bounds"),
+    (agent, "AGENT_LABELS", "e" * 500, "AGENT_LABELS item '" + "e" * 40 + "…' must be key=value"),
+])
+def test_long_bad_values_are_cut_in_messages(build: Any, variable: str, value: str,
+                                             start: str) -> None:
+    message = refused(build, **{variable: value})
+    assert message.startswith(start)
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize("text", ["h:²", "h:٣", "h:123456", "h:" + LONG])
+def test_listen_addr_odd_digits(text: str) -> None:
+    assert "port of 1 to 65535" in refused(server, LISTEN_ADDR=text)
+
+
+def test_listen_addr_leading_zeros() -> None:
+    assert server(LISTEN_ADDR="h:0008080").listen_addr == ("h", 8080)
+
+
+@pytest.mark.parametrize("variable", ["ALERT_RULES", "ALERT_NOTIFICATIONS"])
+def test_json_nested_too_deeply(variable: str) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    assert refused(server, **{variable: deep}) == f"{variable} is not valid JSON: nested too deeply"
+    digits = "[" + "9" * 5000 + "]"  # past int()'s digit limit: the decoder's ValueError
+    assert refused(server, **{variable: digits}).startswith(f"{variable} is not valid JSON: ")

@@ -61,6 +61,12 @@ def test_defaults_labels_empty_and_for_zero() -> None:
     ({"for": "5 minutes"}, "ALERT_RULES[1].for: '5 minutes' is not a duration"),
     ({"for": 300}, "ALERT_RULES[1].for: must be a duration"),
     ({"for": "8d"}, "ALERT_RULES[1].for: must be at most 7d"),
+    ({"for": "7d1ms"}, "ALERT_RULES[1].for: must be at most 7d"),
+    ({"for": "99999999999999999999d"}, "ALERT_RULES[1].for: must be at most 7d"),
+    ({"for": "1" + "0" * 400 + "s"}, "ALERT_RULES[1].for: must be at most 7d"),
+    ({"for": "x" * 500}, "ALERT_RULES[1].for: '" + "x" * 40 + "…' is not a duration"),
+    ({"name": "n" * 500}, "ALERT_RULES[1].name: unknown metric name '" + "n" * 128 + "…'"),
+    ({"threshold": -1e400}, "ALERT_RULES[1].threshold: must be a finite number"),
     ({"host": " "}, "ALERT_RULES[1].host: must not be empty"),
     ({"labels": {"core": ""}}, "ALERT_RULES[1].labels.core: must not be empty"),
     ({"labels": ["core"]}, "ALERT_RULES[1].labels: must be an object"),
@@ -132,3 +138,15 @@ def test_rule_keys_are_stable_and_differ_by_definition() -> None:
     ("<", 89.9, True), ("<=", 90.0, True), ("<=", 90.1, False)])
 def test_operators_at_the_threshold(op: str, value: float, holds: bool) -> None:
     assert parse_alert_rules([{**RULE, "op": op}])[0].holds(value) is holds
+
+
+@pytest.mark.parametrize("threshold", ["1" + "0" * 400, "-1" + "0" * 400])
+def test_integer_threshold_past_float_range(threshold: str) -> None:
+    # Written into the JSON text itself: json.dumps of a float could not carry it.
+    text = json.dumps([RULE]).replace('"threshold": 90', f'"threshold": {threshold}')
+    assert refused(ALERT_RULES=text) == "ALERT_RULES[0].threshold: must be a finite number"
+
+
+def test_largest_float_threshold_is_accepted() -> None:
+    text = json.dumps([RULE]).replace('"threshold": 90', '"threshold": 1' + "0" * 308)
+    assert server(ALERT_RULES=text).alert_rules[0].threshold == 1e308

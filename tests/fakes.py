@@ -35,6 +35,7 @@ from miniobserv.server.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from miniobserv.server.storage.claims import BatchClaim, logs_claim, metrics_claim
 from miniobserv.server.storage.fleet_common import (
     canonical_labels,
     merge_latest,
@@ -43,6 +44,17 @@ from miniobserv.server.storage.fleet_common import (
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+
+
+def is_retry(claims: Mapping[uuid.UUID, bytes | None], claim: BatchClaim | None) -> bool:
+    """True when ``claim`` repeats a stored one; BatchConflict when its digest differs.
+
+    A stored digest of None stands for a claim made before digests (acknowledged always).
+    """
+    if claim is None or claim.batch_id not in claims:
+        return False
+    claim.check_retry(claims[claim.batch_id])
+    return True
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,8 @@ class FakeMetricsRepository:
 
     def __init__(self) -> None:
         self.rows: list[_Row] = []
-        self.batch_ids: set[uuid.UUID] = set()
+        self.batch_ids: dict[uuid.UUID, bytes | None] = {}  # the claims: id -> digest
+        self._write_lock = threading.Lock()
         self.host_names: set[str] = set()
         self.down = False
         self.fail_after: int | None = None  # raise StorageError after staging this many rows
@@ -69,19 +82,22 @@ class FakeMetricsRepository:
             raise StorageUnavailable("fake store is down")
 
     def insert_batch(self, batch: MetricBatch) -> int:
-        """All or nothing; a known ``batch_id`` is acknowledged without storing twice."""
+        """All or nothing; a known ``batch_id`` is acknowledged without storing twice, or
+        raises BatchConflict when it came with other content."""
         self._check_up()
         self.insert_calls += 1
-        if batch.batch_id is not None and batch.batch_id in self.batch_ids:
+        with self._write_lock:  # one writer at a time, as a transaction would
+            claim = metrics_claim(batch)
+            if is_retry(self.batch_ids, claim):
+                return len(batch.metrics)
+            staged = [_Row(_checked(metric), len(self.rows) + i)
+                      for i, metric in enumerate(self._stage(batch.metrics))]
+            self.rows.extend(staged)
+            self.host_names.add(batch.host)
+            self.host_seen[batch.host] = datetime.now(UTC)
+            if claim is not None:
+                self.batch_ids[claim.batch_id] = claim.digest
             return len(batch.metrics)
-        staged = [_Row(_checked(metric), len(self.rows) + i)
-                  for i, metric in enumerate(self._stage(batch.metrics))]
-        self.rows.extend(staged)
-        self.host_names.add(batch.host)
-        self.host_seen[batch.host] = datetime.now(UTC)
-        if batch.batch_id is not None:
-            self.batch_ids.add(batch.batch_id)
-        return len(batch.metrics)
 
     def _stage(self, metrics: Sequence[Metric]) -> Iterable[Metric]:
         for index, metric in enumerate(metrics):
@@ -199,7 +215,8 @@ class FakeLogsRepository:
 
     def __init__(self, touch: Callable[[str], None] | None = None) -> None:
         self.rows: list[LogRecord] = []
-        self.batch_ids: set[uuid.UUID] = set()
+        self.batch_ids: dict[uuid.UUID, bytes | None] = {}  # the claims: id -> digest
+        self._write_lock = threading.Lock()
         self.host_names: set[str] = set()
         self._touch = touch or self.host_names.add
         self.down = False
@@ -212,22 +229,25 @@ class FakeLogsRepository:
             raise StorageUnavailable("fake store is down")
 
     def insert_batch(self, batch: LogBatch) -> int:
-        """All or nothing; a known ``batch_id`` is acknowledged without storing twice."""
+        """All or nothing; a known ``batch_id`` is acknowledged without storing twice, or
+        raises BatchConflict when it came with other content."""
         self._check_up()
         self.insert_calls += 1
-        if batch.batch_id is not None and batch.batch_id in self.batch_ids:
+        with self._write_lock:  # one writer at a time, as a transaction would
+            claim = logs_claim(batch)
+            if is_retry(self.batch_ids, claim):
+                return len(batch.entries)
+            staged = []
+            for index, entry in enumerate(batch.entries):
+                if self.fail_after is not None and index >= self.fail_after:
+                    raise StorageError(f"fake failure after {self.fail_after} rows")
+                staged.append(_log_record(self._last_id + index + 1, entry))
+            self.rows.extend(staged)
+            self._last_id += len(staged)
+            self._touch(batch.host)
+            if claim is not None:
+                self.batch_ids[claim.batch_id] = claim.digest
             return len(batch.entries)
-        staged = []
-        for index, entry in enumerate(batch.entries):
-            if self.fail_after is not None and index >= self.fail_after:
-                raise StorageError(f"fake failure after {self.fail_after} rows")
-            staged.append(_log_record(self._last_id + index + 1, entry))
-        self.rows.extend(staged)
-        self._last_id += len(staged)
-        self._touch(batch.host)
-        if batch.batch_id is not None:
-            self.batch_ids.add(batch.batch_id)
-        return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:
         """Newest first by id, at most ``limit``; ``next_cursor`` when more match."""

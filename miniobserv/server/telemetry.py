@@ -9,7 +9,7 @@ Outside gunicorn (``miniobserv serve``, the demo, tests) one process holds every
 the values stay in memory.
 
 Counted: every request by method, route and status, with its latency; accepted batches
-with their points or entries; batches refused as invalid (400, 413, 415) by kind and status.
+with their points or entries; batches refused (400, 409, 413, 415) by kind and status.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "miniobserv.telemetry"
 INGEST_PATHS = {"/api/v1/metrics": "metrics", "/api/v1/logs": "logs"}
-REJECTED_STATUSES = frozenset({400, 413, 415})
+REJECTED_STATUSES = frozenset({400, 409, 413, 415})
 MULTIPROCESS_PREFIX = "miniobserv-prometheus-"
 
 # No ``*_created`` sample beside every counter and histogram (prometheus_client's default in

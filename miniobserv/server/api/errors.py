@@ -2,8 +2,9 @@
 
 Views raise :class:`ApiError` (or let a model :class:`~miniobserv.errors.ValidationError`
 escape); :func:`register_error_handlers` turns those, marshmallow errors, routing errors
-(404, 405, 413 …), :class:`StorageUnavailable` (503) and anything unexpected (500, logged
-with its traceback) into the same JSON shape.
+(404, 405, 413 …), :class:`StorageUnavailable` (503), :class:`BatchConflict` (409: a
+``batch_id`` reused for other content) and anything unexpected (500, logged with its
+traceback) into the same JSON shape.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from miniobserv.errors import ValidationError
-from miniobserv.server.storage.base import StorageUnavailable
+from miniobserv.server.storage.base import BatchConflict, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,13 @@ def _handle_storage_unavailable(err: StorageUnavailable) -> Response:
     return error_response(503, "storage unavailable")
 
 
+def _handle_batch_conflict(err: BatchConflict) -> Response:
+    # The client reused the id of a stored batch for other content: that batch is refused,
+    # not acknowledged and dropped. Worth a warning: it is usually a client bug.
+    logger.warning("%s %s refused: %s", request.method, request.path, err)
+    return error_response(409, "batch_id: already used for a different batch")
+
+
 def _handle_unexpected(err: Exception) -> Response:
     logger.exception("unhandled error in %s %s", request.method, request.path)
     return error_response(500, "internal server error")
@@ -104,4 +112,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ma.ValidationError, _handle_marshmallow_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(StorageUnavailable, _handle_storage_unavailable)
+    app.register_error_handler(BatchConflict, _handle_batch_conflict)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -217,7 +217,7 @@ openapi.add_operation("/api/v1/logs", "post", {
     "requestBody": {"required": True, "content": openapi.json_content(openapi.ref("LogBatch"))},
     "responses": {"202": openapi.response("Stored (or a known batch_id acknowledged)",
                                           "Ingested"),
-                  **openapi.errors("400", "401", "403", "413", "415", "503")}})
+                  **openapi.errors("400", "401", "403", "409", "413", "415", "503")}})
 openapi.add_operation("/api/v1/logs/query", "get", {
     "summary": "Log entries, newest first, paged by a keyset cursor", "tags": ["logs"],
     "security": openapi.BEARER, "x-token-scope": "read", "parameters": LOG_QUERY_PARAMS,

@@ -53,6 +53,8 @@ ERRORS: dict[str, Json] = {
     "400": response("Invalid input; the message names the field, e.g. "
                     "`metrics[3].value: must be finite`"),
     "401": response("Missing, malformed, expired or wrongly signed token"),
+    "409": response("The batch_id was already used for a batch with other content (another "
+                    "host, other records): nothing stored. A retry of the same batch is a 202"),
     "403": response("Valid token outside its scope"),
     "413": response("Body larger than MAX_BODY_BYTES, before or after gunzip"),
     "415": response("Content-Encoding other than gzip"),
@@ -179,7 +181,7 @@ OPERATIONS: dict[str, dict[str, Json]] = {
         "security": BEARER, "x-token-scope": "ingest", "parameters": [GZIP_HEADER],
         "requestBody": {"required": True, "content": json_content(ref("MetricBatch"))},
         "responses": {"202": response("Stored (or a known batch_id acknowledged)", "Ingested"),
-                      **errors("400", "401", "403", "413", "415", "503")}}},
+                      **errors("400", "401", "403", "409", "413", "415", "503")}}},
     "/api/v1/metrics/query": {"get": {
         "summary": "Bucketed aggregates of one series", "tags": ["metrics"],
         "security": BEARER, "x-token-scope": "read", "parameters": METRIC_QUERY_PARAMS,

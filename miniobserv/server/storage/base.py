@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
+from uuid import UUID
 
 from miniobserv.errors import MiniObservError
 from miniobserv.model import LEVELS, LogBatch, MetricBatch
@@ -27,6 +28,15 @@ class StorageError(MiniObservError):
 
 class StorageUnavailable(StorageError):
     """The database cannot be reached; the API answers 503."""
+
+
+class BatchConflict(StorageError):
+    """A ``batch_id`` was stored before with other content (reused by the client): 409."""
+
+    def __init__(self, batch_id: UUID, kind: str) -> None:
+        super().__init__(f"batch_id {batch_id} already used for a different {kind} batch")
+        self.batch_id = batch_id
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,10 @@ class MetricsRepository(Protocol):
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the whole batch in one transaction, or nothing; return len(batch.metrics).
 
-        A batch whose ``batch_id`` was stored before is acknowledged (same return value)
-        without being stored again. Raises StorageUnavailable when the database is down.
+        A batch whose ``batch_id`` was stored before with the same content (see
+        :mod:`~miniobserv.server.storage.claims`) is acknowledged (same return value) without
+        being stored again; with other content it raises BatchConflict and stores nothing.
+        Raises StorageUnavailable when the database is down.
         """
         ...
 
@@ -162,7 +174,8 @@ class LogsRepository(Protocol):
         """Store the whole batch in one transaction, or nothing; return len(batch.entries).
 
         Entries get increasing ids in batch order. A batch whose ``batch_id`` was stored
-        before (as logs) is acknowledged without being stored again. The host's
+        before (as logs) is acknowledged without being stored again when its content is the
+        same, and raises BatchConflict (storing nothing) when it is not. The host's
         ``last_seen`` is updated as for metrics. Raises StorageUnavailable when the database
         is down.
         """

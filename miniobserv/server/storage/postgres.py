@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -33,6 +32,7 @@ from miniobserv.server.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from miniobserv.server.storage.claims import BatchClaim, metrics_claim
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 }
 assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs its SQL"
 
-_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (%s, %s, %s) ON CONFLICT (batch_id, kind) DO NOTHING"""
+_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
+    VALUES (%s, %s, %s, %s) ON CONFLICT (batch_id, kind) DO NOTHING"""
+_CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = %s AND kind = %s"
 _COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
@@ -133,23 +134,42 @@ def labels_text(labels: Mapping[str, str]) -> str:
     return _encode_labels(labels) if labels else "{}"
 
 
-def copy_batch(pool: ConnectionPool, kind: str, batch_id: UUID | None, host: str,
+def copy_batch(pool: ConnectionPool, claim: BatchClaim | None, host: str,
                statement: str, rows: Iterable[Sequence[Any]]) -> None:
     """Store one batch in one transaction: the ``batch_id`` claim, the COPY, ``last_seen``.
 
-    ``kind`` (``metrics`` or ``logs``) goes with the claim in ``ingested_batches``;
-    ``statement`` is the ``COPY ... FROM STDIN`` of ``rows``. A ``batch_id`` claimed before
-    writes nothing (the retry of a stored batch).
+    ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
+    the ``COPY ... FROM STDIN`` of ``rows``. A ``batch_id`` claimed before with the same
+    digest writes nothing (the retry of a stored batch); with another digest it raises
+    BatchConflict.
     """
     now = datetime.now(UTC)
     with translate_errors(), pool.connection() as conn, conn.transaction():
-        if batch_id is not None and \
-                conn.execute(_CLAIM_BATCH, (batch_id, kind, now)).rowcount == 0:
+        if claim is not None and not _claim(conn, claim, now):
             return  # stored before: nothing more to do
         with conn.cursor().copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
         conn.execute(_TOUCH_HOST, (host, now))
+
+
+def _claim(conn: psycopg.Connection[Any], claim: BatchClaim, now: datetime) -> bool:
+    """Claim the batch id in this transaction: True when claimed, False for a retry.
+
+    The INSERT waits for a concurrent transaction holding the same key, so of two at once
+    exactly one claims; the other's next statement (READ COMMITTED: a new snapshot) reads
+    the committed digest and is a retry or raises BatchConflict. A claim pruned by the
+    maintenance job between the two statements is simply claimed on the next round.
+    """
+    for _ in range(2):
+        params = (claim.batch_id, claim.kind, now, claim.digest)
+        if conn.execute(_CLAIM_BATCH, params).rowcount == 1:
+            return True
+        row = conn.execute(_CLAIMED_DIGEST, (claim.batch_id, claim.kind)).fetchone()
+        if row is not None:
+            claim.check_retry(row[0])
+            return False
+    raise StorageError(f"batch_id {claim.batch_id} claimed and pruned meanwhile; retry")
 
 
 class PostgresMetrics:
@@ -166,7 +186,7 @@ class PostgresMetrics:
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
         rows = ((m.time, m.host, m.name, m.value, labels_text(m.labels)) for m in batch.metrics)
-        copy_batch(self._pool, "metrics", batch.batch_id, batch.host, _COPY_METRICS, rows)
+        copy_batch(self._pool, metrics_claim(batch), batch.host, _COPY_METRICS, rows)
         return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:

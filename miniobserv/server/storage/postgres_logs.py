@@ -1,7 +1,7 @@
 """Logs on PostgreSQL: COPY per batch, keyset pages by id, trigram-indexed search (SPEC §7).
 
-A batch is one transaction: the ``batch_id`` claim in ``ingested_batches`` (kind ``logs``),
-the ``COPY`` of its entries (the identity column numbers them in batch order) and the host's
+A batch is one transaction: the ``batch_id`` claim in ``ingested_batches`` (kind ``logs``,
+with the digest of the entries: a reused id with other content is a BatchConflict), the ``COPY`` of its entries (the identity column numbers them in batch order) and the host's
 ``last_seen``. Queries are built from fixed SQL fragments; every value is a bound parameter.
 Search is ``lower(message) LIKE lower(pattern)`` with ``\\``, ``%`` and ``_`` escaped, the
 expression that migration 0002's GIN trigram index serves; ``lower()`` folds case by the
@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from miniobserv.model import LogBatch
 from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
+from miniobserv.server.storage.claims import logs_claim
 from miniobserv.server.storage.postgres import copy_batch, labels_text, translate_errors
 
 _COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
@@ -46,10 +47,13 @@ class PostgresLogs:
         self._pool = pool
 
     def insert_batch(self, batch: LogBatch) -> int:
-        """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
+        """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``.
+
+        Raises BatchConflict when that ``batch_id`` was stored with other entries.
+        """
         rows = ((e.time, e.host, e.level, e.message, e.path, labels_text(e.labels))
                 for e in batch.entries)
-        copy_batch(self._pool, "logs", batch.batch_id, batch.host, _COPY_LOGS, rows)
+        copy_batch(self._pool, logs_claim(batch), batch.host, _COPY_LOGS, rows)
         return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from miniobserv.model import MetricBatch, is_label_key
 from miniobserv.server.storage.base import (
@@ -35,6 +34,7 @@ from miniobserv.server.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from miniobserv.server.storage.claims import BatchClaim, metrics_claim
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ _LAST = """SELECT series, bucket, value FROM (
 _VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
     FROM metrics WHERE {where} ORDER BY series, bucket, value"""
 _INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
-_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at)
-    VALUES (?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
+_CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
+    VALUES (?, ?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
+_CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = ? AND kind = ?"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (?, ?)
     ON CONFLICT (host) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"""
 
@@ -206,21 +207,32 @@ def labels_text(labels: Mapping[str, str]) -> str:
     return _encode_labels(labels) if labels else "{}"
 
 
-def insert_batch(db: SQLiteDatabase, kind: str, batch_id: UUID | None, host: str,
+def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,
                  statement: str, rows: Sequence[Sequence[Any]]) -> None:
     """Store one batch in one transaction: the ``batch_id`` claim, the rows, ``last_seen``.
 
-    ``kind`` (``metrics`` or ``logs``) goes with the claim in ``ingested_batches``;
-    ``statement`` is the ``INSERT`` of one row. A ``batch_id`` claimed before writes nothing
-    (the retry of a stored batch).
+    ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
+    the ``INSERT`` of one row. A ``batch_id`` claimed before with the same digest writes
+    nothing (the retry of a stored batch); with another digest it raises BatchConflict.
     """
     now = to_micros(datetime.now(UTC))
     with db.write() as conn:
-        if batch_id is not None and \
-                conn.execute(_CLAIM_BATCH, (batch_id.hex, kind, now)).rowcount == 0:
+        if claim is not None and not _claim(conn, claim, now):
             return  # stored before: nothing more to do
         conn.executemany(statement, rows)
         conn.execute(_TOUCH_HOST, (host, now))
+
+
+def _claim(conn: sqlite3.Connection, claim: BatchClaim, now: int) -> bool:
+    """Claim the batch id: True when claimed, False for a retry; may raise BatchConflict.
+
+    Race-free: the caller's ``BEGIN IMMEDIATE`` holds the write lock from the claim on.
+    """
+    key = (claim.batch_id.hex, claim.kind)
+    if conn.execute(_CLAIM_BATCH, (*key, now, claim.digest)).rowcount == 1:
+        return True
+    claim.check_retry(conn.execute(_CLAIMED_DIGEST, key).fetchone()[0])
+    return False
 
 
 class SQLiteMetrics:
@@ -233,7 +245,7 @@ class SQLiteMetrics:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         rows = [(to_micros(m.time), m.host, m.name, m.value, labels_text(m.labels))
                 for m in batch.metrics]
-        insert_batch(self._db, "metrics", batch.batch_id, batch.host, _INSERT, rows)
+        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows)
         return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:

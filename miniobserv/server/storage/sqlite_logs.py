@@ -15,6 +15,7 @@ from typing import Any
 
 from miniobserv.model import LogBatch
 from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
+from miniobserv.server.storage.claims import logs_claim
 from miniobserv.server.storage.sqlite import (
     SQLiteDatabase,
     from_micros,
@@ -38,7 +39,7 @@ class SQLiteLogs:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         rows = [(to_micros(e.time), e.host, e.level, e.message, e.path, labels_text(e.labels))
                 for e in batch.entries]
-        insert_batch(self._db, "logs", batch.batch_id, batch.host, _INSERT, rows)
+        insert_batch(self._db, logs_claim(batch), batch.host, _INSERT, rows)
         return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:

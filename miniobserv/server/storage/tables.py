@@ -47,11 +47,14 @@ ingested_batches = sa.Table(
     "ingested_batches",
     metadata,
     # One row per accepted batch that carried a batch_id: a retry of it (same id, same kind:
-    # ``metrics`` or ``logs``) is acknowledged without being stored twice. ``received_at``
-    # lets the maintenance job prune old ids.
+    # ``metrics`` or ``logs``, same ``digest`` of its content, see storage/claims.py) is
+    # acknowledged without being stored twice; other content with the same id is refused.
+    # ``digest`` is NULL for claims made before revision 0004 (acknowledged as before).
+    # ``received_at`` lets the maintenance job prune old ids.
     sa.Column("batch_id", sa.Uuid(), primary_key=True),
     sa.Column("kind", sa.Text(), primary_key=True),
     sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("digest", sa.LargeBinary(), nullable=True),
     sa.Index(None, "received_at"),
 )
 

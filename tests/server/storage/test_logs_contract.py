@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from miniobserv.model import LEVELS, LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import (
     MAX_LOG_LIMIT,
+    BatchConflict,
     LogPage,
     LogQuery,
     LogRecord,
@@ -259,11 +261,61 @@ def test_duplicate_batch_id_is_acknowledged_and_stored_once(repos: Repositories)
     batch = LogBatch(HOST, [entry("a"), entry("b")], batch_id)
     assert repos.logs.insert_batch(batch) == 2
     assert repos.logs.insert_batch(batch) == 2
-    assert repos.logs.insert_batch(LogBatch(HOST, [entry("c")], batch_id)) == 1  # same id
-    assert messages(walk(repos, LogQuery())) == ["b", "a"]
+    retry = LogBatch(HOST, [entry("a", x="1", y="2"), entry("b")], batch_id=uuid.uuid4())
+    assert repos.logs.insert_batch(retry) == 2
+    reordered = [replace(retry.entries[0], labels={"y": "2", "x": "1"}), retry.entries[1]]
+    assert repos.logs.insert_batch(replace(retry, entries=reordered)) == 2  # labels unordered
+    assert messages(walk(repos, LogQuery())) == ["b", "a", "b", "a"]
     for _ in range(2):  # without a batch_id: no dedup
         repos.logs.insert_batch(LogBatch(HOST, [entry("d")]))
-    assert messages(walk(repos, LogQuery())) == ["d", "d", "b", "a"]
+    assert messages(walk(repos, LogQuery())) == ["d", "d", "b", "a", "b", "a"]
+
+
+CHANGES: dict[str, Callable[[LogEntry], LogEntry]] = {
+    "host": lambda e: replace(e, host="web-02"),
+    "time": lambda e: replace(e, time=e.time + US),
+    "level": lambda e: replace(e, level="warn"),
+    "message": lambda e: replace(e, message=e.message + "!"),
+    "path": lambda e: replace(e, path="/var/log/other.log"),
+    "no path": lambda e: replace(e, path=None),
+    "label": lambda e: replace(e, labels={"app": "api"}),
+    # The fields are delimited: moving text from one field to the next is another batch.
+    "fields shifted": lambda e: replace(e, message="hello /var/log", path="app.log"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_reused_batch_id_with_other_entries_is_a_conflict(repos: Repositories,
+                                                          change: str) -> None:
+    batch_id = uuid.uuid4()
+    first = LogBatch(HOST, [entry("x"), entry("hello", path="/var/log/app.log")], batch_id)
+    assert repos.logs.insert_batch(first) == 2
+    other = CHANGES[change](first.entries[1])
+    with pytest.raises(BatchConflict) as raised:
+        repos.logs.insert_batch(LogBatch(other.host, [first.entries[0], other], batch_id))
+    assert (raised.value.batch_id, raised.value.kind) == (batch_id, "logs")
+    assert messages(walk(repos, LogQuery())) == ["hello", "x"]
+    assert repos.metrics.hosts() == [HOST]
+    with pytest.raises(BatchConflict):  # fewer entries
+        repos.logs.insert_batch(LogBatch(HOST, first.entries[:1], batch_id))
+    assert repos.logs.insert_batch(first) == 2  # the true retry is still acknowledged
+    assert len(walk(repos, LogQuery())) == 2
+
+
+def test_concurrent_log_batches_with_one_id_store_it_once(repos: Repositories) -> None:
+    batch_id = uuid.uuid4()
+    conflicts: list[int] = []
+
+    def send(worker: int) -> None:
+        try:
+            repos.logs.insert_batch(LogBatch(HOST, [entry(f"w{worker}")] * 20, batch_id))
+        except BatchConflict:
+            conflicts.append(worker)
+
+    assert run_in_threads(send, 5) == []
+    assert len(conflicts) == 4
+    [stored] = {record.message for record in walk(repos, LogQuery())}
+    assert len(walk(repos, LogQuery())) == 20 and stored not in {f"w{w}" for w in conflicts}
 
 
 def test_a_batch_id_is_per_kind(repos: Repositories) -> None:
@@ -272,7 +324,7 @@ def test_a_batch_id_is_per_kind(repos: Repositories) -> None:
     metrics = MetricBatch(HOST, [Metric(T0, HOST, "mem.used_pct", 12.5)], batch_id)
     assert repos.metrics.insert_batch(metrics) == 1
     assert repos.logs.insert_batch(LogBatch(HOST, [entry("a")], batch_id)) == 1
-    assert repos.logs.insert_batch(LogBatch(HOST, [entry("b")], batch_id)) == 1  # a retry
+    assert repos.logs.insert_batch(LogBatch(HOST, [entry("a")], batch_id)) == 1  # a retry
     assert repos.metrics.insert_batch(metrics) == 1  # a retry
     assert messages(walk(repos, LogQuery())) == ["a"]
     window = MetricQuery(HOST, "mem.used_pct", T0, T0 + timedelta(minutes=1), bucket="1m",

@@ -11,17 +11,19 @@ The digest covers the records as stored, not the request bytes, so a retry that 
 re-serialised or re-compressed is still recognised. Its canonical encoding is UTF-8 text,
 one NUL after every field: the host, then per metric ``time`` (UTC microseconds since the
 epoch), ``value`` (``repr`` of the float), ``name``, the number of labels and each label's
-key and value in key order; per log entry ``time``, ``level``, ``message``, ``path`` (an
-empty field marked ``-`` when absent, ``+`` before a present one) and the labels likewise.
-Validated text never contains NUL (``model.check_text``), so the encoding is unambiguous.
+key and value in key order; per log entry ``time``, ``level``, ``message``, ``path`` (``-``
+when absent, else ``+`` and the path) and the labels likewise. Validated text never contains
+NUL (``model.check_text``, and names and label keys are patterns), so the encoding is
+unambiguous. ``blake2b`` runs once over the joined text: about 1 ms per 1000 points.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 from miniobserv.model import LogBatch, MetricBatch
@@ -30,6 +32,7 @@ from miniobserv.server.storage.base import BatchConflict, StorageError
 DIGEST_BYTES = 16  # blake2b-128: collisions between a client's batches are out of reach
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+_Batch = TypeVar("_Batch", MetricBatch, LogBatch)
 
 
 @dataclass(frozen=True)
@@ -54,38 +57,48 @@ def metrics_claim(batch: MetricBatch) -> BatchClaim | None:
     """The claim of a metrics batch, or None when it carries no ``batch_id``."""
     if batch.batch_id is None:
         return None
-    fields = (f"{_micros(m.time)}\0{float(m.value)!r}\0{m.name}\0{_labels(m.labels)}"
-              for m in batch.metrics)
-    return BatchClaim(batch.batch_id, "metrics", _digest(batch.host, fields))
+    return BatchClaim(batch.batch_id, "metrics", _digest(_metric_fields, batch))
 
 
 def logs_claim(batch: LogBatch) -> BatchClaim | None:
     """The claim of a logs batch, or None when it carries no ``batch_id``."""
     if batch.batch_id is None:
         return None
-    fields = (f"{_micros(e.time)}\0{e.level}\0{e.message}\0"
-              f"{'-' if e.path is None else '+' + e.path}\0{_labels(e.labels)}"
-              for e in batch.entries)
-    return BatchClaim(batch.batch_id, "logs", _digest(batch.host, fields))
+    return BatchClaim(batch.batch_id, "logs", _digest(_entry_fields, batch))
 
 
-def _digest(host: str, records: Iterable[str]) -> bytes:
-    """blake2b of the host and the records' fields, each record ending with NUL."""
-    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+def _digest(fields_of: Callable[[_Batch], list[str]], batch: _Batch) -> bytes:
+    """blake2b of the batch's fields, each followed by NUL, in one pass over one buffer."""
     try:
-        digest.update(f"{host}\0".encode())
-        for record in records:
-            digest.update(f"{record}\0".encode())
+        fields = fields_of(batch)
+        fields.append("")  # a NUL after the last field too
+        data = "\0".join(fields).encode()
     except (TypeError, ValueError) as err:  # an unvalidated record no store would accept
         raise StorageError(f"batch cannot be stored: {err}") from err
-    return digest.digest()
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
 
 
-def _micros(time: datetime) -> int:
-    return (time - EPOCH) // MICROSECOND
+def _metric_fields(batch: MetricBatch) -> list[str]:
+    fields = [batch.host]
+    for m in batch.metrics:
+        fields += (str((m.time - EPOCH) // MICROSECOND), repr(float(m.value)), m.name)
+        _add_labels(fields, m.labels)
+    return fields
 
 
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return "0"
-    return f"{len(labels)}\0" + "\0".join(f"{key}\0{labels[key]}" for key in sorted(labels))
+def _entry_fields(batch: LogBatch) -> list[str]:
+    fields = [batch.host]
+    for e in batch.entries:
+        fields += (str((e.time - EPOCH) // MICROSECOND), e.level, e.message,
+                   "-" if e.path is None else "+" + e.path)
+        _add_labels(fields, e.labels)
+    return fields
+
+
+def _add_labels(fields: list[str], labels: Mapping[str, str]) -> None:
+    if not labels:  # the common case for log entries
+        fields.append("0")
+        return
+    fields.append(str(len(labels)))
+    for key in sorted(labels):
+        fields += (key, labels[key])

@@ -188,6 +188,23 @@ def test_retried_batch_id_is_stored_once(client: FlaskClient, tokens: Tokens,
     assert len(repos.logs.stored()) == 2
 
 
+@pytest.mark.parametrize("change", [{"host": "web-02"}, {"message": "other"},
+                                    {"level": "error"}, {"path": "/var/log/b.log"},
+                                    {"path": None}, {"labels": {"app": "api"}}])
+def test_reused_batch_id_with_other_entries_is_409(client: FlaskClient, tokens: Tokens,
+                                                   repos: FakeRepositories,
+                                                   change: dict[str, Any]) -> None:
+    body = log_batch(2, batch_id=uuid.uuid4())
+    assert post(client, tokens, body).status_code == 202
+    assert post(client, tokens, {**body, "host": body["entries"][1]["host"]}).status_code == 202
+    body["entries"][1] = log_entry(**{**body["entries"][1], **change})
+    host = body["entries"][1]["host"]
+    body["entries"][0]["host"] = host
+    response = post(client, tokens, {**body, "host": host})
+    assert error_of(response, 409) == "batch_id: already used for a different batch"
+    assert [e.message for e in repos.logs.stored()] == ["line 0", "line 1"]
+
+
 def test_gzip_body_is_accepted(client: FlaskClient, tokens: Tokens) -> None:
     data = gzip.compress(json.dumps(log_batch(3)).encode())
     response = post(client, tokens, data, **{"Content-Encoding": "gzip"})

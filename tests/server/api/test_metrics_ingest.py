@@ -107,6 +107,51 @@ def test_retried_batch_id_is_stored_once(client: FlaskClient, tokens: Tokens,
     assert len(repos.metrics.stored()) == 2
 
 
+def test_retry_reserialised_and_gzipped_is_recognised(client: FlaskClient, tokens: Tokens,
+                                                      repos: FakeRepositories) -> None:
+    """The digest is over the validated points, not the bytes: another key order, another
+    UTC offset for the same instant, another label order and gzip are the same batch."""
+    body = batch(2, batch_id=uuid.uuid4(), labels={"core": "total", "mount": "/"})
+    assert post(client, tokens, body).get_json() == {"ingested": 2}
+    retry = {"batch_id": body["batch_id"], "host": HOST, "metrics": [
+        {"labels": dict(reversed(m["labels"].items())), "value": int(m["value"]),
+         "name": m["name"], "host": HOST,
+         "time": datetime.fromisoformat(m["time"]).astimezone(
+             timezone(timedelta(hours=5, minutes=45))).isoformat()}
+        for m in body["metrics"]]}
+    data = gzip.compress(json.dumps(retry, indent=1).encode())
+    response = post_raw(client, tokens, data, gzipped=True)
+    assert (response.status_code, response.get_json()) == (202, {"ingested": 2})
+    assert len(repos.metrics.stored()) == 2
+
+
+def test_reused_batch_id_from_another_host_is_409(client: FlaskClient, tokens: Tokens,
+                                                  repos: FakeRepositories,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The repro of the silent loss: h2's batch with h1's batch_id was a 202, never stored."""
+    batch_id = uuid.uuid4()
+    assert post(client, tokens, batch(1, host="h1", batch_id=batch_id)).status_code == 202
+    response = post(client, tokens, batch(2, host="h2", batch_id=batch_id))
+    assert error_of(response, 409) == "batch_id: already used for a different batch"
+    assert [m.host for m in repos.metrics.stored()] == ["h1"]
+    assert str(batch_id) in caplog.text
+    exposition = client.get("/metrics").get_data(as_text=True)
+    assert 'miniobserv_rejected_batches_total{kind="metrics",status="409"} 1.0' in exposition
+
+
+@pytest.mark.parametrize("change", [{"value": 99.0}, {"labels": {"core": "0"}},
+                                    {"time": recent(seconds_ago=30)},
+                                    {"name": "mem.used_pct"}])
+def test_reused_batch_id_with_other_points_is_409(client: FlaskClient, tokens: Tokens,
+                                                  repos: FakeRepositories,
+                                                  change: dict[str, Any]) -> None:
+    body = batch(2, batch_id=uuid.uuid4())
+    assert post(client, tokens, body).status_code == 202
+    body["metrics"][1].update(change)
+    assert error_of(post(client, tokens, body), 409).startswith("batch_id: ")
+    assert len(repos.metrics.stored()) == 2
+
+
 def test_custom_name_is_accepted(client: FlaskClient, tokens: Tokens) -> None:
     response = post(client, tokens, batch(name="custom.shop.orders_total", labels=None))
     assert response.status_code == 202

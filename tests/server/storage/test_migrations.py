@@ -30,10 +30,13 @@ from alembic.runtime.migration import MigrationContext
 from psycopg import sql
 from sqlalchemy.pool import NullPool
 
-from miniobserv.server.storage import migrate, postgres
+from miniobserv.model import LogBatch, LogEntry
+from miniobserv.server.storage import migrate, open_repositories, postgres
+from miniobserv.server.storage.base import BatchConflict, LogQuery
 from miniobserv.server.storage.sqlite import enable_wal
 from miniobserv.server.storage.tables import ingested_batches, metadata
 from tests.conftest import ThrowawayCluster, find_pg_bindir, has_timescaledb_files
+from tests.server.storage.conftest import config_for
 
 OUR_TABLES = {"metrics", "ingested_batches", "hosts"}
 
@@ -191,8 +194,19 @@ def claim(url: str, batch_id: uuid.UUID, kind: str) -> None:
         engine.dispose()
 
 
+def claimed_digests(url: str) -> dict[uuid.UUID, bytes | None]:
+    engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(ingested_batches.c.batch_id, ingested_batches.c.digest))
+            return {row.batch_id: row.digest for row in rows}
+    finally:
+        engine.dispose()
+
+
 def check_batch_id_key_migration(url: str) -> None:
-    """0004 keys batch ids by kind, keeping the claims; its downgrade keeps one per id."""
+    """0004 keys batch ids by kind and adds digests, keeping the claims (without a digest);
+    its downgrade keeps one claim per id; a claim without a digest acknowledges any batch."""
     first, second = uuid.uuid4(), uuid.uuid4()
     migrate.upgrade(url, "0003")
     claim(url, first, "metrics")
@@ -201,6 +215,7 @@ def check_batch_id_key_migration(url: str) -> None:
         claim(url, first, "logs")  # before 0004: one key space for both kinds
     migrate.upgrade(url, "0004")
     assert claimed_batches(url) == {(first, "metrics"), (second, "logs")}
+    assert claimed_digests(url) == {first: None, second: None}
     claim(url, first, "logs")
     with pytest.raises(sa.exc.IntegrityError):
         claim(url, first, "logs")
@@ -208,6 +223,28 @@ def check_batch_id_key_migration(url: str) -> None:
     assert claimed_batches(url) == {(first, "logs"), (second, "logs")}
     with pytest.raises(sa.exc.IntegrityError):
         claim(url, first, "metrics")
+    migrate.upgrade(url)
+    check_claims_without_digest(url, second)
+
+
+def check_claims_without_digest(url: str, claimed: uuid.UUID) -> None:
+    """At head: ``claimed`` (a logs claim older than digests) acknowledges any logs batch
+    without storing it; a new claim gets a digest and refuses other content."""
+    fresh = uuid.uuid4()
+    entry = LogEntry(datetime(2026, 6, 5, tzinfo=UTC), "h1", "info", "m")
+    repos = open_repositories(config_for(url))
+    try:
+        assert repos.logs.insert_batch(LogBatch("h1", [entry], claimed)) == 1
+        assert repos.logs.insert_batch(LogBatch("h1", [entry, entry], claimed)) == 2
+        assert repos.logs.query(LogQuery()).entries == []
+        assert repos.logs.insert_batch(LogBatch("h1", [entry], fresh)) == 1
+        with pytest.raises(BatchConflict):
+            repos.logs.insert_batch(LogBatch("h1", [entry, entry], fresh))
+        assert len(repos.logs.query(LogQuery()).entries) == 1
+    finally:
+        repos.close()
+    digests = claimed_digests(url)
+    assert digests[claimed] is None and len(digests[fresh] or b"") == 16
 
 
 def test_sqlite_batch_ids_become_per_kind(tmp_path: Path) -> None:

@@ -262,7 +262,7 @@ def _text_with_value(literal: str) -> bytes:
     ("1e400", "metrics[0].value: must be finite"),
     ("-1e400", "metrics[0].value: must be finite"),
     ("1" + "0" * 400, "metrics[0].value: is out of range"),
-    ("9" * 5000, "body: is not valid JSON"),
+    ("9" * 5000, "body: has a number with too many digits"),
     ("0x10", "body: is not valid JSON"),
     ("true", "metrics[0].value: must be a number"),
     ("null", "metrics[0].value: must be a number"),
@@ -287,8 +287,6 @@ def test_big_finite_number_is_accepted(client: FlaskClient, tokens: Tokens) -> N
     (b'{"host": "\xc3\x28"}', "body: is not valid"),
     (b"[" * 100_000 + b"]" * 100_000, "body: JSON is nested too deeply"),
     (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "body: JSON is nested too deeply"),
-    (b'{"host": "web-01", "metrics": [' + b"9" * 5000 + b"]}",
-     "body: has a number with too many digits"),  # not Python's advice on its limit
 ])
 def test_malformed_json_is_400(client: FlaskClient, tokens: Tokens, data: bytes,
                                expected: str) -> None:

@@ -11,14 +11,16 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import requests
 from jwt.warnings import InsecureKeyLengthWarning
+from werkzeug.wsgi import ClosingIterator
 
 from miniobserv.config import (
     DurationTooLong,
@@ -29,6 +31,11 @@ from miniobserv.config import (
 )
 from miniobserv.errors import ConfigError
 from miniobserv.tokens import SCOPES, mint_token
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -98,7 +105,7 @@ def serve() -> None:
     """
     from werkzeug.serving import make_server
 
-    from miniobserv.server.app import create_app
+    from miniobserv.server.app import create_app, stop_background
 
     try:
         config = ServerConfig.from_env(os.environ)
@@ -106,15 +113,53 @@ def serve() -> None:
         _fail(str(err))
     _configure_logging(config.log_level)
     app = create_app(config, start_background=True)
+    requests_in_flight = InFlight(app)
     host, port = config.listen_addr
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = make_server(host, port, requests_in_flight, threaded=True)
     except OSError as err:
         _fail(f"cannot listen on {host}:{port}: {err.strerror or err}", 1)
-    click.echo(f"MiniObserv listening on http://{host}:{port} "
-               f"(database: {_describe_database(config.database_url)})")
-    _serve_until_signal(server.serve_forever, server.shutdown)
+    listening = f"MiniObserv listening on http://{host}:{port} " \
+                f"(database: {_describe_database(config.database_url)})"
+    _serve_until_signal(server.serve_forever, server.shutdown, lambda: click.echo(listening))
+    # SHUTDOWN_TIMEOUT bounds the rest: requests being served, then the alerting threads.
+    deadline = time.monotonic() + config.shutdown_timeout.total_seconds()
+    server.server_close()  # no new connections
+    if not requests_in_flight.wait_idle(config.shutdown_timeout.total_seconds()):
+        log.warning("%d requests still running after SHUTDOWN_TIMEOUT; stopping anyway",
+                    requests_in_flight.count)
+    stop_background(app, max(0.0, deadline - time.monotonic()))
     click.echo("MiniObserv stopped")
+
+
+class InFlight:
+    """WSGI middleware counting the requests being served, so shutdown can wait for them."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+        self.count = 0
+        self._idle = threading.Condition()
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        with self._idle:
+            self.count += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return ClosingIterator(body, self._done)  # done once the server closed the body
+
+    def _done(self) -> None:
+        with self._idle:
+            self.count -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no request is being served; False when ``timeout`` (s) passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self.count == 0, timeout)
 
 
 def _describe_database(url: str) -> str:
@@ -127,14 +172,19 @@ def _describe_database(url: str) -> str:
     return f"{scheme}://{user}@{location}" if user else f"{scheme}://{location}"
 
 
-def _serve_until_signal(run: Callable[[], None], stop: Callable[[], None]) -> None:
-    """Run ``run`` until SIGINT or SIGTERM, then call ``stop`` from another thread."""
+def _serve_until_signal(run: Callable[[], None], stop: Callable[[], None],
+                        ready: Callable[[], None] = lambda: None) -> None:
+    """Run ``run`` until SIGINT or SIGTERM, then call ``stop`` from another thread.
+
+    ``ready`` runs once the handlers are in place (a SIGTERM after it stops cleanly).
+    """
 
     def handle(signum: int, frame: Any) -> None:
         threading.Thread(target=stop, daemon=True).start()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        ready()
         run()
     finally:
         for sig, handler in previous.items():

@@ -53,11 +53,14 @@ def create_app(config: ServerConfig | None = None,
     return app
 
 
-def stop_background(app: Flask) -> None:
-    """Stop the alerting threads of ``app``, if it started any (before closing its store)."""
+def stop_background(app: Flask, timeout: float | None = None) -> bool:
+    """Stop the alerting threads of ``app``, if it started any (before closing its store).
+
+    ``timeout`` (seconds; default ``SHUTDOWN_TIMEOUT``) bounds the wait; False when a thread
+    was still busy at the end of it.
+    """
     service = app.extensions.get(SERVICE_KEY)
-    if service is not None:
-        service.stop()
+    return service is None or service.stop(timeout)
 
 
 class PendingMigrations:

@@ -4,7 +4,8 @@ The outbox is read in order; each channel's items go out one after another, and 
 is not yet due or just failed holds back the later items of its channel, so a ``resolved``
 never overtakes its ``firing``. A failure (timeout, connection error, non-2xx answer) is
 retried after ``RETRY_DELAYS_S``; after the last one the item is given up and logged as an
-error. The URLs are credentials for Slack and Discord: they are never logged.
+error. Each POST is bounded by the server's ``REQUEST_TIMEOUT`` (see :func:`json_poster`).
+The URLs are credentials for Slack and Discord: they are never logged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from miniobserv.server.storage.base import FleetRepository, OutboxItem
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 10.0  # ServerConfig's REQUEST_TIMEOUT default
 RETRY_DELAYS_S: tuple[float, ...] = (2.0, 10.0, 30.0, 120.0)  # then the item is given up
 TITLES = {"firing": "FIRING", "resolved": "RESOLVED", "host.down": "HOST DOWN",
           "host.recovered": "HOST RECOVERED"}
@@ -53,11 +54,24 @@ def body_for(kind: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
     return payload
 
 
-def post_json(url: str, body: Mapping[str, Any]) -> int:
-    """POST ``body`` as JSON with a timeout; the status code (raises requests errors)."""
-    response = requests.post(url, json=body, timeout=TIMEOUT_S,
+def post_json(url: str, body: Mapping[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """POST ``body`` as JSON; the status code (raises requests errors).
+
+    ``timeout_s`` bounds connecting and each wait for the receiver's answer (a receiver that
+    never answers raises ``requests.Timeout``).
+    """
+    response = requests.post(url, json=body, timeout=timeout_s,
                              headers={"User-Agent": "miniobserv-alerting"})
     return response.status_code
+
+
+def json_poster(timeout_s: float) -> Post:
+    """A :data:`Post` that calls :func:`post_json` with ``timeout_s`` (``REQUEST_TIMEOUT``)."""
+
+    def post(url: str, body: Mapping[str, Any]) -> int:
+        return post_json(url, body, timeout_s)
+
+    return post
 
 
 class Deliverer:
@@ -69,11 +83,17 @@ class Deliverer:
         self._channels = {channel.key: channel for channel in channels}
         self._post = post
 
-    def deliver_due(self, now: datetime) -> int:
-        """Attempt every due item whose channel is not held back; the number delivered."""
+    def deliver_due(self, now: datetime, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Attempt every due item whose channel is not held back; the number delivered.
+
+        ``stopping`` is asked before each item: once it is true, the rest waits for the next
+        process (shutdown then waits for one POST at most).
+        """
         delivered = 0
         held: set[str] = set()
         for item in self._fleet.pending_notifications():
+            if stopping():
+                break
             if item.channel in held:
                 continue
             if item.next_attempt_at > now:

@@ -6,18 +6,22 @@ advisory lock, a file lock next to a SQLite database) works, the others try agai
 interval. The leader evaluates every ``ALERT_INTERVAL`` in one thread and delivers queued
 events in another, so a slow webhook never delays an evaluation. The same leader enforces
 retention every ``RETENTION_EVERY`` on stores without TimescaleDB policies.
+
+``REQUEST_TIMEOUT`` bounds each webhook POST; ``SHUTDOWN_TIMEOUT`` bounds :meth:`stop`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 from miniobserv.config import ServerConfig
 from miniobserv.server.alerting.evaluate import run_cycle
-from miniobserv.server.alerting.notify import Deliverer, Post, post_json
+from miniobserv.server.alerting.notify import Deliverer, Post, json_poster
 from miniobserv.server.storage.base import LeaderLock, Repositories, StorageError
 
 log = logging.getLogger(__name__)
@@ -37,10 +41,12 @@ class AlertingService:
     """Two daemon threads, stopped by :meth:`stop` (also registered at process exit)."""
 
     def __init__(self, config: ServerConfig, repos: Repositories, *, clock: Clock = utc_now,
-                 post: Post = post_json) -> None:
+                 post: Post | None = None) -> None:
+        """``post`` defaults to a JSON POST bounded by ``config.request_timeout``."""
         self.config = config
         self.repos = repos
         self.clock = clock
+        post = post or json_poster(config.request_timeout.total_seconds())
         self.deliverer = Deliverer(repos.fleet, config.alert_notifications, post)
         self.lock: LeaderLock = repos.fleet.leader_lock()
         self.leading = threading.Event()
@@ -56,14 +62,25 @@ class AlertingService:
             self._threads.append(thread)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop both threads and give the leader lock up."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop both threads and give the leader lock up; True when both ended in time.
+
+        ``timeout`` (seconds; default ``SHUTDOWN_TIMEOUT``) bounds the whole wait. A thread
+        still busy then, say in a webhook POST, is logged and left behind (it is a daemon).
+        """
+        limit = self.config.shutdown_timeout.total_seconds() if timeout is None else timeout
+        deadline = time.monotonic() + limit
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            log.warning("alerting: %s still busy after %.1fs; not waiting longer",
+                        ", ".join(busy), limit)
         self.lock.release()
         self.leading.clear()
+        return not busy
 
     def _evaluate_loop(self) -> None:
         interval = self.config.alert_interval.total_seconds()
@@ -84,7 +101,11 @@ class AlertingService:
             self.leading.set()
             self._next_retention = None
         self._guarded("evaluation", self._evaluate)
-        self._guarded("retention", self._retention)
+        # Retention may rightly run past REQUEST_TIMEOUT (a first delete after a backlog, a
+        # wait for another worker's policy lock): outside PostgreSQL's statement_timeout.
+        unbounded = getattr(self.repos, "unbounded_statements", None)
+        with unbounded() if unbounded is not None else nullcontext():
+            self._guarded("retention", self._retention)
 
     def _evaluate(self) -> None:
         if run_cycle(self.repos.fleet, self.config, self.clock()).events:
@@ -110,7 +131,8 @@ class AlertingService:
             self._wake.wait(DELIVERY_POLL_S)
             self._wake.clear()
             if self.leading.is_set() and not self._stop.is_set():
-                self._guarded("delivery", lambda: self.deliverer.deliver_due(self.clock()))
+                self._guarded("delivery", lambda: self.deliverer.deliver_due(
+                    self.clock(), self._stop.is_set))
 
     def _guarded(self, what: str, work: Callable[[], object]) -> None:
         """Run ``work``; a store outage or bug is logged and the loop goes on."""

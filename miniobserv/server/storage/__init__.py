@@ -20,6 +20,7 @@ __all__ = ["is_postgres_url", "open_repositories", "sync_retention"]
 def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepositories:
     """Open the store of ``config.database_url`` (``postgresql://``, ``sqlite:///path``).
 
+    PostgreSQL queries are cut after ``REQUEST_TIMEOUT`` (its ``statement_timeout``).
     Does not wait for the database: a PostgreSQL server that is down makes queries raise
     StorageUnavailable (and ``/readyz`` answer 503) until it is back. Raises ValueError for
     any other kind of URL.
@@ -29,7 +30,8 @@ def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepo
         from miniobserv.server.storage.postgres import PostgresRepositories
 
         return PostgresRepositories(url, min_size=config.db_pool_min,
-                                    max_size=config.db_pool_max).open()
+                                    max_size=config.db_pool_max,
+                                    statement_timeout=config.request_timeout).open()
     if url.startswith("sqlite:///"):
         from miniobserv.server.storage.sqlite import SQLiteRepositories
 

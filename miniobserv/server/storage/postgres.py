@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -317,14 +318,23 @@ def to_series(rows: Sequence[tuple[Any, ...]], group_by: str | None) -> list[Ser
 
 
 class PostgresRepositories:
-    """Every PostgreSQL repository of one process, sharing one connection pool."""
+    """Every PostgreSQL repository of one process, sharing one connection pool.
 
-    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    ``statement_timeout`` (the server's ``REQUEST_TIMEOUT``) cuts any query of a pooled
+    connection running longer: the repository raises StorageUnavailable and the API answers
+    503. Work that may rightly take longer runs inside :meth:`unbounded_statements`.
+    Migrations use connections of their own and are never cut.
+    """
+
+    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10,
+                 statement_timeout: timedelta | None = None) -> None:
+        self._statement_timeout_ms = None if statement_timeout is None else \
+            max(1, round(statement_timeout.total_seconds() * 1000))
+        self._unbounded = threading.local()
         self.pool = ConnectionPool(
             database_url, min_size=min_size, max_size=max_size, open=False,
             timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_TIMEOUT_S,
-            check=ConnectionPool.check_connection,
-            kwargs=pool_kwargs(database_url), name="miniobserv")
+            check=self._check_out, kwargs=pool_kwargs(database_url), name="miniobserv")
         self.metrics = PostgresMetrics(self.pool)
         from miniobserv.server.storage.postgres_fleet import PostgresFleet  # imports this module
 
@@ -337,6 +347,35 @@ class PostgresRepositories:
         """Open the pool without waiting: the server starts even while the database is down."""
         self.pool.open(wait=False)
         return self
+
+    def _check_out(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check at each checkout: one round trip proves the connection alive
+        and sets its statement_timeout for the calling thread (0, none, when unbounded)."""
+        if self._statement_timeout_ms is None:
+            ConnectionPool.check_connection(conn)
+            return
+        timeout_ms = 0 if getattr(self._unbounded, "active", False) else \
+            self._statement_timeout_ms
+        autocommit = conn.autocommit
+        conn.autocommit = True  # a session setting, outside any transaction
+        try:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout_ms}ms",))
+        finally:
+            if not autocommit and not conn.closed:
+                conn.autocommit = False
+
+    @contextmanager
+    def unbounded_statements(self) -> Iterator[None]:
+        """Connections this thread takes inside the block have no statement_timeout.
+
+        For background work that may take long, such as the first retention delete after a
+        backlog, which REQUEST_TIMEOUT would cut again at every attempt.
+        """
+        self._unbounded.active = True
+        try:
+            yield
+        finally:
+            self._unbounded.active = False
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers ``SELECT 1`` now."""

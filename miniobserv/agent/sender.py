@@ -23,6 +23,7 @@ from datetime import timedelta
 
 import requests
 
+from miniobserv.config import excerpt
 from miniobserv.model import LogBatch, MetricBatch
 from miniobserv.tokens import mint_token
 
@@ -224,5 +225,4 @@ class Sender:
 
 def _short(value: object, limit: int = 200) -> str:
     """A one-line excerpt of an error or response body for a log line."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return excerpt(" ".join(str(value).split()), limit)

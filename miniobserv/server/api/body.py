@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from flask import request
 
+from miniobserv.config import excerpt
 from miniobserv.server.api.errors import ApiError, bad_request
 
 READ_CHUNK = 64 * 1024
@@ -79,14 +80,9 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise bad_request("body", "is not valid UTF-8") from None
     except json.JSONDecodeError as err:
-        raise bad_request("body", f"is not valid JSON ({_short(err)})") from None
+        raise bad_request("body", f"is not valid JSON ({excerpt(err, 120)})") from None
     except ValueError:  # an integer over sys.get_int_max_str_digits() digits
         raise bad_request("body", "has a number with too many digits") from None
-
-
-def _short(err: Exception) -> str:
-    text = str(err)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def read_json_body(limit: int) -> Any:

@@ -6,9 +6,10 @@ PostgreSQL or SQLite implementation from the URL, and tests pass a fake.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
@@ -20,6 +21,23 @@ BUCKETS: Mapping[str, int] = {"10s": 10, "1m": 60, "5m": 300, "15m": 900, "1h": 
                               "6h": 21600, "1d": 86400}
 AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "sum", "count", "last", "p50", "p95", "p99")
 PERCENTILES: Mapping[str, float] = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+# Labels are stored compact; points without labels skip the encoder entirely.
+_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def to_micros(time: datetime) -> int:
+    """Microseconds since the UTC epoch, exactly (``time`` must be timezone-aware)."""
+    return (time - EPOCH) // MICROSECOND
+
+
+def labels_text(labels: Mapping[str, str]) -> str:
+    """The ``labels`` column's text: compact JSON, ``{}`` when there are none."""
+    return _encode_labels(labels) if labels else "{}"
 
 
 class StorageError(MiniObservError):

@@ -22,16 +22,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
 from miniobserv.model import LogBatch, MetricBatch
-from miniobserv.server.storage.base import BatchConflict, StorageError
+from miniobserv.server.storage.base import BatchConflict, StorageError, to_micros
 
 DIGEST_BYTES = 16  # blake2b-128: collisions between a client's batches are out of reach
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 _Batch = TypeVar("_Batch", MetricBatch, LogBatch)
 
 
@@ -81,7 +78,7 @@ def _digest(fields_of: Callable[[_Batch], list[str]], batch: _Batch) -> bytes:
 def _metric_fields(batch: MetricBatch) -> list[str]:
     fields = [batch.host]
     for m in batch.metrics:
-        fields += (str((m.time - EPOCH) // MICROSECOND), repr(float(m.value)), m.name)
+        fields += (str(to_micros(m.time)), repr(float(m.value)), m.name)
         _add_labels(fields, m.labels)
     return fields
 
@@ -89,7 +86,7 @@ def _metric_fields(batch: MetricBatch) -> list[str]:
 def _entry_fields(batch: LogBatch) -> list[str]:
     fields = [batch.host]
     for e in batch.entries:
-        fields += (str((e.time - EPOCH) // MICROSECOND), e.level, e.message,
+        fields += (str(to_micros(e.time)), e.level, e.message,
                    "-" if e.path is None else "+" + e.path)
         _add_labels(fields, e.labels)
     return fields

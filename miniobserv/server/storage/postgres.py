@@ -26,19 +26,19 @@ from miniobserv.model import MetricBatch
 from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
+    EPOCH,
+    MICROSECOND,
     PERCENTILES,
     MetricQuery,
     Point,
     Series,
     StorageError,
     StorageUnavailable,
+    labels_text,
 )
 from miniobserv.server.storage.claims import BatchClaim, metrics_claim
 
 log = logging.getLogger(__name__)
-
-# Labels are stored compact; points without labels skip the encoder entirely.
-_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
 
 CONNECT_TIMEOUT_S = 3  # per connection attempt: a dead database answers quickly
 POOL_TIMEOUT_S = 5.0  # how long a request waits for a pooled connection before 503
@@ -103,8 +103,6 @@ ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 }
 # 0005's retention policy keeps rollups at least this long; older starts are answered raw.
 ROLLUP_RETENTION = timedelta(days=400)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -128,11 +126,6 @@ def translate_errors() -> Iterator[None]:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def labels_text(labels: Mapping[str, str]) -> str:
-    """The ``labels`` column's text: compact JSON, ``{}`` when there are none."""
-    return _encode_labels(labels) if labels else "{}"
 
 
 def copy_batch(pool: ConnectionPool, claim: BatchClaim | None, host: str,

@@ -17,9 +17,9 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from miniobserv.model import LogBatch
-from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
+from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text
 from miniobserv.server.storage.claims import logs_claim
-from miniobserv.server.storage.postgres import copy_batch, labels_text, translate_errors
+from miniobserv.server.storage.postgres import copy_batch, translate_errors
 
 _COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
 _SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"

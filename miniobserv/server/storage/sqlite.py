@@ -11,7 +11,6 @@ go do not leak connections.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import queue
@@ -27,22 +26,20 @@ from miniobserv.model import MetricBatch, is_label_key
 from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
+    EPOCH,
     PERCENTILES,
     MetricQuery,
     Point,
     Series,
     StorageError,
     StorageUnavailable,
+    labels_text,
+    to_micros,
 )
 from miniobserv.server.storage.claims import BatchClaim, metrics_claim
 
 log = logging.getLogger(__name__)
 
-# Labels are stored compact; points without labels skip the encoder entirely.
-_encode_labels = json.JSONEncoder(separators=(",", ":")).encode
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 BUSY_TIMEOUT_S = 5.0  # a writer waits this long for another process's transaction
 MAX_IDLE_CONNECTIONS = 8
 
@@ -70,11 +67,6 @@ _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, dig
 _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = ? AND kind = ?"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (?, ?)
     ON CONFLICT (host) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"""
-
-
-def to_micros(time: datetime) -> int:
-    """Microseconds since the UTC epoch, exactly (``time`` must be timezone-aware)."""
-    return (time - EPOCH) // MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:
@@ -200,11 +192,6 @@ class SQLiteDatabase:
             self._closed = True
             while not self._idle.empty():
                 self._idle.get_nowait().close()
-
-
-def labels_text(labels: Mapping[str, str]) -> str:
-    """The ``labels`` column's text: compact JSON, ``{}`` when there are none."""
-    return _encode_labels(labels) if labels else "{}"
 
 
 def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,

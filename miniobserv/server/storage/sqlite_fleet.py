@@ -23,13 +23,14 @@ from miniobserv.server.storage.base import (
     LatestValue,
     OutboxItem,
     Outgoing,
+    to_micros,
 )
 from miniobserv.server.storage.fleet_common import (
     canonical_labels,
     merge_latest,
     outbox_status,
 )
-from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros, to_micros
+from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros
 
 log = logging.getLogger(__name__)
 

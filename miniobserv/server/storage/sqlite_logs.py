@@ -14,15 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from miniobserv.model import LogBatch
-from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord
+from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text, to_micros
 from miniobserv.server.storage.claims import logs_claim
-from miniobserv.server.storage.sqlite import (
-    SQLiteDatabase,
-    from_micros,
-    insert_batch,
-    labels_text,
-    to_micros,
-)
+from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros, insert_batch
 
 _INSERT = """INSERT INTO logs (time, host, level, message, path, labels)
     VALUES (?, ?, ?, ?, ?, ?)"""

@@ -23,10 +23,15 @@ RUN pip install --no-deps . \
 USER miniobserv
 WORKDIR /data
 # Without DATABASE_URL the server keeps SQLite at /data/miniobserv.db (mount a volume there).
-ENV DATABASE_URL=sqlite:////data/miniobserv.db
+# WEB_CONCURRENCY: gunicorn workers (each with 32 threads; GUNICORN_CMD_ARGS="--threads N").
+ENV DATABASE_URL=sqlite:////data/miniobserv.db \
+    LISTEN_ADDR=0.0.0.0:8080 \
+    WEB_CONCURRENCY=4
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"
-# Workers import the app after the fork: no --preload (psycopg connections must not be shared).
-CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--workers", "4", "--timeout", "30", \
-     "--graceful-timeout", "10", "--access-logfile", "-", "miniobserv.server.wsgi:app"]
+# The shipped config (miniobserv/server/gunicorn_conf.py): threaded workers, bounded request
+# line and headers, timeouts from REQUEST_TIMEOUT/SHUTDOWN_TIMEOUT, migrations once in the
+# master, bind from LISTEN_ADDR. Workers import the app after the fork: no --preload.
+CMD ["gunicorn", "-c", "python:miniobserv.server.gunicorn_conf", "--access-logfile", "-", \
+     "miniobserv.server.wsgi:app"]

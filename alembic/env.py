@@ -28,7 +28,7 @@ from miniobserv.server.storage.migrate import (
     DEFAULT_DATABASE_URL,
     LOCK_TIMEOUT,
     MIGRATION_LOCK_KEY,
-    SQLITE_BUSY_TIMEOUT_S,
+    connect_args,
     sqlalchemy_url,
 )
 from miniobserv.server.storage.sqlite import enable_wal
@@ -52,10 +52,9 @@ def database_url() -> str:
 
 def make_engine(url: str) -> sa.Engine:
     """A NullPool engine; on SQLite every transaction starts with ``BEGIN IMMEDIATE``."""
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args(url))
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, poolclass=NullPool)
-    engine = sa.create_engine(url, poolclass=NullPool,
-                              connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        return engine
 
     # pysqlite's own transaction handling defers BEGIN and commits before DDL; take it over
     # (SQLAlchemy's documented recipe) so a migration is one atomic, serialised transaction.

@@ -29,6 +29,12 @@ MAX_LABEL_VALUE_LEN = 256
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PATH_LEN = 4096
 MAX_FUTURE = timedelta(minutes=10)
+# Characters that change how text reads where people see it: every Unicode control (Cc: C0,
+# DEL, C1, so newline, CR, tab, ESC, NEL), the line and paragraph separators, and the bidi
+# controls (Bidi_Control) that reorder what follows them. A host name or label value holding
+# one could forge server log lines or disguise itself in an alert; none is legitimate there.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                      "\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -229,9 +235,17 @@ def _is_encodable(value: str) -> bool:
     return True
 
 
+def check_plain(value: str, field_name: str) -> str:
+    """``value`` unless it holds a control character (see ``_CONTROL``)."""
+    if _CONTROL.search(value) is not None:
+        raise ValidationError(field_name, "must not contain control characters")
+    return value
+
+
 def check_host(value: Any, field_name: str = "host") -> str:
-    """A host name: non-empty after trimming, at most 253 characters; returned trimmed."""
-    return check_text(value, field_name, MAX_HOST_LEN, strip=True)
+    """A host name: non-empty after trimming, at most 253 characters, no control character
+    (:func:`check_plain`); returned trimmed."""
+    return check_plain(check_text(value, field_name, MAX_HOST_LEN, strip=True), field_name)
 
 
 def is_metric_name(name: str) -> bool:
@@ -270,7 +284,8 @@ def is_label_key(key: str) -> bool:
 
 
 def check_labels(value: Any, field_name: str = "labels") -> dict[str, str]:
-    """At most 16 labels; keys ``[A-Za-z_][A-Za-z0-9_]*`` (64), values non-empty (256)."""
+    """At most 16 labels; keys ``[A-Za-z_][A-Za-z0-9_]*`` (64), values non-empty (256) without
+    control characters (:func:`check_plain`: they reach Slack text and ``/metrics``)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -282,7 +297,8 @@ def check_labels(value: Any, field_name: str = "labels") -> dict[str, str]:
             raise ValidationError(
                 f"{field_name}.{key[:MAX_LABEL_KEY_LEN]}",
                 "label key must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 characters")
-        check_text(item, f"{field_name}.{key}", MAX_LABEL_VALUE_LEN)
+        check_plain(check_text(item, f"{field_name}.{key}", MAX_LABEL_VALUE_LEN),
+                    f"{field_name}.{key}")
     return value
 
 

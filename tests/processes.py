@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET, free_port
 
 START_TIMEOUT_S = 60
+CONFIG_ARGS = ["-c", "python:miniobserv.server.gunicorn_conf"]  # the shipped production config
 
 
 class LoggedProcess:
@@ -69,15 +70,18 @@ class LoggedProcess:
 
 
 class Gunicorn(LoggedProcess):
-    """``gunicorn -w 2 'miniobserv.server.wsgi:app'`` on a free loopback port."""
+    """``gunicorn -w 2 'miniobserv.server.wsgi:app'`` on a free loopback port.
+
+    ``args`` go before the app (e.g. :data:`CONFIG_ARGS`, or ``-k sync``).
+    """
 
     def __init__(self, database_url: str, port: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{self.port}",
-             "miniobserv.server.wsgi:app"],
+             *args, "miniobserv.server.wsgi:app"],
             {"DATABASE_URL": database_url, "AGENT_TOKEN": SECRET, **(env or {})})
 
     def wait_ready(self) -> None:

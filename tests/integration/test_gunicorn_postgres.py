@@ -13,7 +13,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ import requests
 from miniobserv.model import format_time
 from miniobserv.tokens import mint_token
 from tests.conftest import ThrowawayCluster, find_pg_bindir, free_port
-from tests.processes import LoggedProcess
+from tests.processes import CONFIG_ARGS, LoggedProcess
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +48,11 @@ def cluster() -> Iterator[tuple[ThrowawayCluster, str]]:
 
 
 class Server(LoggedProcess):
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, args: Sequence[str] = ()) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         super().__init__(
             [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-b", self.url[7:],
-             "miniobserv.server.wsgi:app"],
+             *args, "miniobserv.server.wsgi:app"],
             {"DATABASE_URL": database_url, "AGENT_TOKEN": SECRET, "LOG_LEVEL": "INFO"})
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
@@ -172,16 +172,19 @@ def test_readiness_follows_the_database_down_and_up(
     assert [p["value"] for p in values] == [16.0]
 
 
+@pytest.mark.parametrize("args", [(), CONFIG_ARGS], ids=["bare", "config"])
 def test_workers_started_during_an_outage_serve_once_the_database_is_back(
-        cluster: tuple[ThrowawayCluster, str]) -> None:
+        cluster: tuple[ThrowawayCluster, str], args: Sequence[str]) -> None:
+    """With the config file the master's bounded attempt fails, and the workers retry."""
     own, url = cluster
     admin = url.rsplit("/", 1)[0] + "/postgres"
+    name = f"started_in_outage_{len(args)}"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE started_in_outage")
+        conn.execute(f"CREATE DATABASE {name}")
     own.stop_server()
     late: Server | None = None
     try:
-        late = Server(url.rsplit("/", 1)[0] + "/started_in_outage")
+        late = Server(url.rsplit("/", 1)[0] + "/" + name, args)
         down = late.wait_status("/readyz", 503)
         assert down.json() == {"status": "unavailable", "error": "database unavailable"}
         refused = post_batch(late, batch_of("gw-04", minute_start(), [1.0]))
@@ -195,5 +198,6 @@ def test_workers_started_during_an_outage_serve_once_the_database_is_back(
         assert post_batch(late, batch_of("gw-04", start, [4.0])).status_code == 202
         assert query(late, "gw-04", start).json()["points"][0]["value"] == 4.0
         assert "Worker failed to boot" not in late.output
+        assert late.output.count("Booting worker") == WORKERS  # none was killed and restarted
     finally:
         assert late.terminate() == 0, late.output

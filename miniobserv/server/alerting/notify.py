@@ -6,11 +6,18 @@ never overtakes its ``firing``. A failure (timeout, connection error, non-2xx an
 retried after ``RETRY_DELAYS_S``; after the last one the item is given up and logged as an
 error. Each POST is bounded by the server's ``REQUEST_TIMEOUT`` (see :func:`json_poster`).
 The URLs are credentials for Slack and Discord: they are never logged.
+
+Host names and label values come from whoever holds an ingest token, and Slack and Discord
+read the text as markup: a host named ``<!channel>`` would ping a whole channel. So each
+channel's text escapes them for its own markup (:func:`slack_escape`, :func:`discord_escape`),
+and Discord is also told to ping no one (``allowed_mentions``). The generic webhook body is
+JSON, not markup: it carries the values as they are.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,17 +35,42 @@ TITLES = {"firing": "FIRING", "resolved": "RESOLVED", "host.down": "HOST DOWN",
           "host.recovered": "HOST RECOVERED"}
 
 Post = Callable[[str, Mapping[str, Any]], int]
+Escape = Callable[[str], str]
+
+SLACK_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # Slack's documented escaping
+DISCORD_MARKDOWN = re.compile(r"([\\*_~`|>\[\]()])")
+ZERO_WIDTH_SPACE = "\u200b"
+NO_MENTIONS: Mapping[str, list[str]] = {"parse": []}  # Discord's allowed_mentions: nobody is pinged, whatever the text
 
 
-def describe(payload: Mapping[str, Any]) -> str:
-    """One readable line: ``[FIRING] web-01: cpu.usage_pct{core=total} > 90 for 5m (value 97.5)``."""
+def slack_escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as entities, so no ``<!channel>``, ``<@U…>`` or ``<url|x>`` forms."""
+    return "".join(SLACK_ENTITIES.get(char, char) for char in text)
+
+
+def discord_escape(text: str) -> str:
+    """Markdown escaped with backslashes; ``@`` and ``<`` broken by a zero-width space.
+
+    The space after ``@`` stops ``@everyone`` and ``@here``; the one after ``<`` stops every
+    ``<@id>``, ``<@&id>``, ``<#id>``, emoji and timestamp form.
+    """
+    escaped = DISCORD_MARKDOWN.sub(r"\\\1", text)
+    return escaped.replace("@", "@" + ZERO_WIDTH_SPACE).replace("<", "<" + ZERO_WIDTH_SPACE)
+
+
+def describe(payload: Mapping[str, Any], escape: Escape = str) -> str:
+    """One readable line: ``[FIRING] web-01: cpu.usage_pct{core=total} > 90 for 5m (value 97.5)``.
+
+    ``escape`` is applied to every part that is not ours: the host, the label keys and values
+    and the rule's name.
+    """
     title = TITLES.get(str(payload.get("event")), str(payload.get("event")).upper())
-    line = f"[{title}] {payload.get('host')}"
+    line = f"[{title}] {escape(str(payload.get('host')))}"
     rule = payload.get("rule")
     if rule:
         labels = {**rule.get("labels", {}), **payload.get("labels", {})}
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        line += f": {rule['name']}{{{selector}}} {rule['op']} {rule['threshold']:g} " \
+        selector = ",".join(f"{escape(k)}={escape(v)}" for k, v in sorted(labels.items()))
+        line += f": {escape(rule['name'])}{{{selector}}} {rule['op']} {rule['threshold']:g} " \
                 f"for {rule['for']}"
         if payload.get("value") is not None:
             line += f" (value {payload['value']:g})"
@@ -48,9 +80,9 @@ def describe(payload: Mapping[str, Any]) -> str:
 def body_for(kind: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
     """What to POST to a channel of ``kind``."""
     if kind == "slack":
-        return {"text": describe(payload)}
+        return {"text": describe(payload, slack_escape)}
     if kind == "discord":
-        return {"content": describe(payload)}
+        return {"content": describe(payload, discord_escape), "allowed_mentions": NO_MENTIONS}
     return payload
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import alembic.command
 import sqlalchemy as sa
@@ -31,6 +32,9 @@ MIGRATION_LOCK_KEY = 0x6D696E696F6273
 # How long one DDL statement may wait for a table lock held by a running query.
 LOCK_TIMEOUT = "30s"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# Seconds one PostgreSQL connection attempt of a migration may take (libpq waits for the OS's
+# TCP timeout, minutes, without it): an unreachable database fails fast and start goes on.
+CONNECT_TIMEOUT_S = 5
 
 
 def migrations_root(source: Path, prefix: Path) -> Path:
@@ -97,9 +101,18 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite:///unused.db")).get_current_head()
 
 
+def connect_args(url: str) -> dict[str, Any]:
+    """The DBAPI arguments of a migration connection to ``url`` (SQLAlchemy's spelling):
+    ``connect_timeout`` on PostgreSQL unless the URL sets its own, busy timeout on SQLite."""
+    if url.startswith("sqlite"):
+        return {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    return {} if "connect_timeout=" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
 def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=NullPool)
+    url = sqlalchemy_url(database_url)
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args(url))
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()

@@ -142,7 +142,8 @@ def test_shapes() -> None:
            "2026-06-05T10:00:00Z"
     assert describe(PAYLOAD) == line
     assert body_for("slack", PAYLOAD) == {"text": line}
-    assert body_for("discord", PAYLOAD) == {"content": line}
+    assert body_for("discord", PAYLOAD) == {"content": line.replace("_", "\\_"),
+                                            "allowed_mentions": {"parse": []}}
     assert body_for("webhook", PAYLOAD) == PAYLOAD
     down = {"event": "host.down", "host": "web-02", "rule": None, "value": None,
             "at": "2026-06-05T10:00:00Z", "labels": {}}
@@ -171,8 +172,8 @@ def test_every_shape_reaches_its_receiver(repos: FakeRepositories, capture: Capt
     assert Deliverer(repos.fleet, channels).deliver_due(T0) == 3
     by_path = dict(zip(capture.paths, capture.bodies, strict=True))
     assert by_path["/hook"] == PAYLOAD
-    assert by_path["/slack"] == {"text": describe(PAYLOAD)}
-    assert by_path["/discord"] == {"content": describe(PAYLOAD)}
+    assert by_path["/slack"] == body_for("slack", PAYLOAD)
+    assert by_path["/discord"] == body_for("discord", PAYLOAD)
     assert repos.fleet.pending_notifications() == []
 
 

@@ -1,9 +1,10 @@
 """Paths in the temp directory that belong to one gunicorn master, and their clean-up.
 
-The workers of a master share an entry in the temp directory: the prometheus_client
-multiprocess directory (``telemetry``). It is named ``<prefix><pid>-<start>`` after the
-master: its pid and the kernel's start time of that pid, so a restarted master, or a new
-process that got the same pid, never reuses an old entry. Nothing runs when a master exits, so a worker that creates an
+The workers of a master share two kinds of entry in the temp directory: the prometheus_client
+multiprocess directory (``telemetry``) and the marker of the first worker that failed to load
+the app (``wsgi``, only without the shipped config file). Each is named ``<prefix><pid>-<start>`` after the master: its pid and the
+kernel's start time of that pid, so a restarted master, or a new process that got the same
+pid, never reuses an old entry. Nothing runs when a master exits, so a worker that creates an
 entry first removes those of masters that are gone (only entries this user owns).
 """
 

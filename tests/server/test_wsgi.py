@@ -56,13 +56,29 @@ def test_gunicorn_with_the_config_file_stops_in_the_master(workers: str) -> None
     assert result.stderr.splitlines() == ["miniobserv: AGENT_TOKEN is required"]
 
 
-def test_gunicorn_without_the_config_file_stops_instead_of_respawning() -> None:
+@pytest.mark.parametrize("workers", ["1", "4"])
+def test_gunicorn_without_the_config_file_stops_instead_of_respawning(workers: str) -> None:
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    result = run("", {}, str(gunicorn), "--bind", "127.0.0.1:0", "-w", "1",
-                 "miniobserv.server.wsgi:app")
-    assert result.returncode == 4
-    assert result.stderr.count("miniobserv: AGENT_TOKEN is required") == 1
-    assert "Traceback" not in result.stderr
+    for _ in range(2):  # several workers failing at once must not race gunicorn's halt
+        result = run("", {}, str(gunicorn), "--bind", "127.0.0.1:0", "-w", workers,
+                     "miniobserv.server.wsgi:app")
+        assert result.returncode == 4
+        assert result.stderr.count("miniobserv: AGENT_TOKEN is required") == 1
+        assert "Traceback" not in result.stderr
+
+
+def test_failed_starts_leave_one_marker_and_remove_those_of_earlier_masters(
+        tmp_path: Path) -> None:
+    """Without the config file: the first failing worker's marker, one per master."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    markers = []
+    for _ in range(2):
+        result = run("", {"TMPDIR": str(tmp_path)}, str(gunicorn), "--bind", "127.0.0.1:0",
+                     "-w", "2", "miniobserv.server.wsgi:app")
+        assert result.returncode == 4, result.stderr
+        markers.append(sorted(p.name for p in tmp_path.glob("miniobserv-load-error-*")))
+    assert len(markers[0]) == 1 and len(markers[1]) == 1
+    assert markers[0] != markers[1]  # the second master's worker removed the first's
 
 
 def test_workers_remove_the_counter_directories_of_exited_masters(tmp_path: Path) -> None:

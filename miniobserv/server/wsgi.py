@@ -20,6 +20,7 @@ from flask import Flask
 from miniobserv.config import ServerConfig
 from miniobserv.errors import MiniObservError
 from miniobserv.server.app import create_app
+from miniobserv.server.exposure import gunicorn_binds, warn_if_exposed
 from miniobserv.server.masterfiles import master_path, remove_stale
 
 APP_LOAD_ERROR = 4  # gunicorn.arbiter.Arbiter.APP_LOAD_ERROR
@@ -42,7 +43,9 @@ def load() -> Flask:
     try:
         config = ServerConfig.from_env()
         configure_logging(config.log_level)
-        return create_app(config, start_background=True)
+        app = create_app(config, start_background=True)
+        warn_if_exposed(config, gunicorn_binds())  # once per worker process
+        return app
     except MiniObservError as err:
         fail(f"miniobserv: {err}")
 

@@ -73,6 +73,13 @@ def test_demo_runs_shows_this_hosts_cpu_and_stops_on_ctrl_c(tmp_path):
             time.sleep(0.5)
         assert points and 0 <= points[0]["value"] <= 100
         assert (tmp_path / "miniobserv.db").exists()
+        link = next(line for line in demo.lines if "Dashboard:" in line).split()[-1]
+        base, _, token = link.partition("/#token=")
+        assert requests.get(base + "/api/v1/hosts", timeout=10).status_code == 401
+        hosts = requests.get(base + "/api/v1/hosts", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"})
+        assert hosts.status_code == 200 and hosts.json()["hosts"], hosts.text
+        assert requests.get(base + "/", timeout=10).status_code == 200
     finally:
         demo.proc.send_signal(signal.SIGINT)
         status = demo.terminate()

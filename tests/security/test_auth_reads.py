@@ -195,3 +195,25 @@ def test_gunicorn_with_dashboard_auth_none_warns_only_beyond_loopback(
         server.terminate()
     lines = [line for line in server.lines if "DASHBOARD_AUTH=none and listening" in line]
     assert len(lines) == (1 if warned else 0), server.output
+
+
+@pytest.mark.integration
+def test_serve_prints_a_working_dashboard_link_and_warns_once_beyond_loopback(
+        sqlite_url: str) -> None:
+    port = free_port()
+    serve = LoggedProcess([sys.executable, "-m", "miniobserv.cli", "serve"],
+                          {"DATABASE_URL": sqlite_url, "AGENT_TOKEN": SECRET,
+                           "LISTEN_ADDR": f"0.0.0.0:{port}", "DASHBOARD_AUTH": "none"})
+    try:
+        assert serve.wait_for("Dashboard: "), serve.output
+        link = next(line for line in serve.lines if line.startswith("Dashboard: ")).split()[1]
+        base, _, token = link.partition("/#token=")
+        assert base == f"http://127.0.0.1:{port}" and token
+        logs = f"{base}/api/v1/dashboard/logs?q=password"
+        assert requests.get(logs, timeout=5).status_code == 401  # never public
+        assert requests.get(logs, timeout=5, headers=Tokens.header(token)).status_code == 200
+    finally:
+        serve.terminate()
+    warnings = [line for line in serve.lines if "DASHBOARD_AUTH=none and listening" in line]
+    assert len(warnings) == 1 and "0.0.0.0" in warnings[0], serve.output
+    assert SECRET not in serve.output

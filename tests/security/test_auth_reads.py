@@ -17,14 +17,12 @@ from typing import Any
 
 import pytest
 import requests
-from flask.testing import FlaskClient
 
 from miniobserv.config import ServerConfig
-from miniobserv.server.app import create_app
 from miniobserv.server.exposure import gunicorn_binds, warn_if_exposed
 from tests.agent.helpers import free_port
-from tests.fakes import FakeRepositories
 from tests.processes import LoggedProcess
+from tests.security.auth_helpers import TOKENS, client_for
 from tests.server.api.conftest import SECRET, Tokens
 
 FROM_TO = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
@@ -38,14 +36,7 @@ DATA_ENDPOINTS = [*DASHBOARD_DATA, *LOG_SEARCH, *FLEET, "/metrics",
                   "/api/v1/metrics/hosts"]
 PUBLIC = ["/healthz", "/readyz", "/api/v1/openapi.json", "/", "/dashboard/dashboard.js",
           "/dashboard/dashboard.css"]
-TOKENS = Tokens(SECRET)
 
-
-def client_for(**settings: Any) -> FlaskClient:
-    config = ServerConfig(agent_token=SECRET, auto_migrate=False, **settings)
-    app = create_app(config, FakeRepositories())
-    app.testing = True
-    return app.test_client()
 
 
 def assert_unauthorized(response: Any) -> None:

@@ -28,10 +28,8 @@ from flask.testing import FlaskClient
 
 from miniobserv.agent.sender import TokenSource
 from miniobserv.cli import cli
-from miniobserv.config import ServerConfig
-from miniobserv.server.app import create_app
 from miniobserv.tokens import mint_token
-from tests.fakes import FakeRepositories
+from tests.security.auth_helpers import TOKENS, client_for
 from tests.server.api.conftest import SECRET, Tokens
 from tests.server.api.wire import batch
 
@@ -40,14 +38,7 @@ DAY = 86400
 MAX_S = 30 * DAY
 QUERY = "/api/v1/metrics/query?host=web-01&name=cpu.usage_pct" \
         "&from=2026-06-05T10:00:00Z&to=2026-06-05T11:00:00Z"
-TOKENS = Tokens(SECRET)
 
-
-def client_for(**settings: Any) -> FlaskClient:
-    config = ServerConfig(agent_token=SECRET, auto_migrate=False, **settings)
-    app = create_app(config, FakeRepositories())
-    app.testing = True
-    return app.test_client()
 
 
 def read(client: FlaskClient, token: str) -> int:

@@ -125,7 +125,7 @@ def verify(token: str, config: ServerConfig) -> tuple[dict[str, Any], frozenset[
             return verified_claims(token, secret, config.token_max_ttl), grantable
         except WrongKey as err:
             reason = str(err)
-        except TokenRefused as err:  # the signature matched: no other key can do better
+        except TokenRefused as err:  # signed with this key, or malformed: no key does better
             reason = str(err)
             break
     logger.info("token refused: %s", reason)

@@ -4,8 +4,9 @@
 #   examples/quickstart.sh                      # uses 127.0.0.1:8080
 #   LISTEN_ADDR=127.0.0.1:9090 examples/quickstart.sh
 #
-# Starts the development server on a throwaway SQLite file, sends one metric with curl,
-# queries it back, runs the agent for this host for a few seconds and shows this host's CPU.
+# Starts the development server on a throwaway SQLite file, shows that reads need a token,
+# sends one metric with curl, queries it back, runs the agent for this host for a few
+# seconds and shows this host's CPU.
 # Everything it starts is stopped on exit. Exits non-zero as soon as a step fails.
 set -euo pipefail
 
@@ -42,6 +43,15 @@ curl -fsS "$SERVER/readyz"
 step "mint tokens: one to ingest, one to read"
 INGEST=$("$MINIOBSERV" token --scope ingest)
 READ=$("$MINIOBSERV" token --scope read --ttl 1h)
+
+step "reads need a read token: the fleet without one is 401, with one 200"
+STATUS=$(curl -sS -o /dev/null -w '%{http_code}' "$SERVER/api/v1/hosts")
+echo "without a token: HTTP $STATUS"
+[ "$STATUS" = 401 ]
+curl -fsS "$SERVER/api/v1/hosts" -H "Authorization: Bearer $READ"
+
+step "the dashboard: serve printed a link carrying a read token in its fragment"
+grep -m 1 '^Dashboard: ' "$WORK/server.log" | sed 's/#token=.*/#token=…/'
 
 step "send one metric"
 NOW=$(utc now)

@@ -47,6 +47,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 MIN_TTL = timedelta(seconds=1)  # JWT times are whole seconds: a shorter TTL makes exp == iat
+QUERY_TOKEN_TTL = timedelta(minutes=5)  # the read token ``query`` mints for its one request
 
 
 class Duration(click.ParamType):
@@ -83,10 +84,13 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-def _secret() -> str:
-    """The shared secret from AGENT_TOKEN, checked the same way the server checks it."""
+TOKEN_VARIABLES = ("AGENT_TOKEN", "READ_SECRET", "TOKEN_MAX_TTL")
+
+
+def _token_settings() -> ServerConfig:
+    """AGENT_TOKEN, READ_SECRET and TOKEN_MAX_TTL, checked the same way the server checks them."""
     try:
-        return ServerConfig.from_env({"AGENT_TOKEN": os.environ.get("AGENT_TOKEN", "")}).agent_token
+        return ServerConfig.from_env({name: os.environ.get(name, "") for name in TOKEN_VARIABLES})
     except ConfigError as err:
         _fail(str(err))
 
@@ -106,6 +110,7 @@ def serve() -> None:
     from werkzeug.serving import make_server
 
     from miniobserv.server.app import create_app, stop_background
+    from miniobserv.server.exposure import warn_if_exposed
 
     try:
         config = ServerConfig.from_env(os.environ)
@@ -113,15 +118,15 @@ def serve() -> None:
         _fail(str(err))
     _configure_logging(config.log_level)
     app = create_app(config, start_background=True)
+    warn_if_exposed(config, [config.listen_addr[0]])
     requests_in_flight = InFlight(app)
     host, port = config.listen_addr
     try:
         server = make_server(host, port, requests_in_flight, threaded=True)
     except OSError as err:
         _fail(f"cannot listen on {host}:{port}: {err.strerror or err}", 1)
-    listening = f"MiniObserv listening on http://{host}:{port} " \
-                f"(database: {_describe_database(config.database_url)})"
-    _serve_until_signal(server.serve_forever, server.shutdown, lambda: click.echo(listening))
+    _serve_until_signal(server.serve_forever, server.shutdown,
+                        lambda: click.echo(serve_banner(config)))
     # SHUTDOWN_TIMEOUT bounds the rest: requests being served, then the alerting threads.
     deadline = time.monotonic() + config.shutdown_timeout.total_seconds()
     server.server_close()  # no new connections
@@ -130,6 +135,19 @@ def serve() -> None:
                     requests_in_flight.count)
     stop_background(app, max(0.0, deadline - time.monotonic()))
     click.echo("MiniObserv stopped")
+
+
+def serve_banner(config: ServerConfig) -> str:
+    """Where ``serve`` listens and, with the dashboard, a link carrying a read token."""
+    from miniobserv.server.exposure import connect_host, dashboard_link, dashboard_token
+
+    host, port = config.listen_addr
+    lines = [f"MiniObserv listening on http://{host}:{port} "
+             f"(database: {_describe_database(config.database_url)})"]
+    if config.dashboard_enabled:
+        base = f"http://{connect_host(host)}:{port}"
+        lines.append(f"Dashboard: {dashboard_link(base, dashboard_token(config))}")
+    return "\n".join(lines)
 
 
 class InFlight:
@@ -208,12 +226,20 @@ def migrate(revision: str) -> None:
 
 @cli.command()
 @click.option("--ttl", type=Duration(MIN_TTL), default="24h", show_default=True,
-              help="Lifetime, e.g. 1h, 24h, 30d (at least 1s).")
+              help="Lifetime, e.g. 1h, 24h, 30d (at least 1s, at most TOKEN_MAX_TTL).")
 @click.option("--scope", type=click.Choice(SCOPES), default=None,
               help="Narrow the token to ingest (POST) or read (queries).")
 def token(ttl: timedelta, scope: str | None) -> None:
-    """Print an HS256 JWT minted from AGENT_TOKEN."""
-    click.echo(mint_token(_secret(), ttl, scope=scope, issuer="miniobserv"))
+    """Print an HS256 JWT minted from AGENT_TOKEN (read tokens: READ_SECRET when set)."""
+    settings = _token_settings()
+    if ttl > settings.token_max_ttl:
+        _fail(f"--ttl {format_duration(ttl)} is above TOKEN_MAX_TTL="
+              f"{format_duration(settings.token_max_ttl)}")
+    if settings.read_secret is not None and scope is None:
+        # An unscoped token signed with either secret would silently grant only one scope.
+        _fail("READ_SECRET is set: choose --scope ingest or --scope read")
+    secret = settings.read_key if scope == "read" else settings.agent_token
+    click.echo(mint_token(secret, ttl, scope=scope, issuer="miniobserv"))
 
 
 @cli.command()
@@ -239,7 +265,9 @@ def query(host: str, name: str, since: timedelta, bucket: str, agg: str, labels:
     params: list[tuple[str, str]] = [
         ("host", host), ("name", name), ("from", start.isoformat()), ("to", end.isoformat()),
         ("bucket", bucket), ("agg", agg)] + [("label", label) for label in labels]
-    bearer = mint_token(_secret(), timedelta(minutes=5), scope="read", issuer="miniobserv")
+    settings = _token_settings()
+    bearer = mint_token(settings.read_key, min(QUERY_TOKEN_TTL, settings.token_max_ttl),
+                        scope="read", issuer="miniobserv")
     body = _get_json(f"{base}/api/v1/metrics/query", params, bearer)
     points = body.get("points", [])
     if not points:
@@ -259,7 +287,8 @@ def _get_json(url: str, params: list[tuple[str, str]], bearer: str) -> dict[str,
     except ValueError:
         body = {}
     if response.status_code == 401:
-        _fail("the server refused the token (401): AGENT_TOKEN must be the server's secret", 1)
+        _fail("the server refused the token (401): AGENT_TOKEN (and READ_SECRET, when the "
+              "server has one) must be the server's", 1)
     if response.status_code != 200:
         _fail(f"the server answered {response.status_code}: "
               f"{body.get('error', response.reason) if isinstance(body, dict) else ''}", 1)

@@ -31,6 +31,8 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE = re.compile(r"(\d+) ?(kib|mib|gib)?", re.ASCII | re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
 EXCERPT_LEN = 40  # how much of a bad value an error message repeats
+DEFAULT_TOKEN_MAX_TTL = timedelta(days=30)
+TOKEN_MAX_TTL_BOUNDS = (timedelta(minutes=1), timedelta(days=3650))
 
 
 class DurationTooLong(ValueError):
@@ -253,9 +255,12 @@ class ServerConfig:
     metrics_retention: timedelta = timedelta(days=30)
     logs_retention: timedelta = timedelta(days=14)
     dashboard_enabled: bool = True
-    dashboard_auth: str = "none"
+    dashboard_auth: str = "token"
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
+    metrics_auth: str = "token"
+    token_max_ttl: timedelta = DEFAULT_TOKEN_MAX_TTL
+    read_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -299,7 +304,15 @@ class ServerConfig:
             dashboard_auth=env.choice("DASHBOARD_AUTH", cls.dashboard_auth, ("none", "token")),
             max_body_bytes=env.size("MAX_BODY_BYTES", cls.max_body_bytes, 1 << 10, 1 << 30),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            metrics_auth=env.choice("METRICS_AUTH", cls.metrics_auth, ("none", "token")),
+            token_max_ttl=_token_max_ttl(env),
+            read_secret=_read_secret(env),
         )
+
+    @property
+    def read_key(self) -> str:
+        """The secret read tokens are signed with: ``READ_SECRET`` when set, else AGENT_TOKEN."""
+        return self.read_secret or self.agent_token
 
     @property
     def is_postgres(self) -> bool:
@@ -324,6 +337,7 @@ class AgentConfig:
     request_timeout: timedelta = timedelta(seconds=10)
     shutdown_timeout: timedelta = timedelta(seconds=10)
     log_level: str = "INFO"
+    token_max_ttl: timedelta = DEFAULT_TOKEN_MAX_TTL  # the agent mints min(24h, this)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -352,7 +366,23 @@ class AgentConfig:
             shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", cls.shutdown_timeout, second,
                                           timedelta(seconds=120)),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            token_max_ttl=_token_max_ttl(env),
         )
+
+
+def _token_max_ttl(env: _Env) -> timedelta:
+    # Read by the server, the agent and the CLI alike, so a short limit set everywhere
+    # also shortens the agent's own tokens instead of getting them refused.
+    return env.duration("TOKEN_MAX_TTL", DEFAULT_TOKEN_MAX_TTL, *TOKEN_MAX_TTL_BOUNDS)
+
+
+def _read_secret(env: _Env) -> str | None:
+    if env.raw("READ_SECRET") is None:
+        return None
+    secret = env.secret("READ_SECRET")
+    if secret == env.raw("AGENT_TOKEN"):
+        raise ConfigError("READ_SECRET must differ from AGENT_TOKEN")
+    return secret
 
 
 def _alert_rules(env: _Env) -> tuple[AlertRule, ...]:

@@ -2,7 +2,8 @@
 
 Both run in this one process (the server in a werkzeug thread, the agent's two threads
 beside it). Without ``AGENT_TOKEN`` a random secret is generated and never printed; what is
-printed is the dashboard URL, a read-only token and a curl line showing this host's CPU.
+printed is the dashboard URL carrying a read-only token in its fragment (``/#token=…``), the
+token itself and a curl line showing this host's CPU.
 Ctrl-C (or SIGTERM) stops the agent (with its drain), then the server; exit status 0.
 An entry point, so it may import both the server and the agent.
 """
@@ -24,11 +25,15 @@ from miniobserv.agent.signals import StopSignals, run_interruptibly
 from miniobserv.config import AgentConfig, ServerConfig
 from miniobserv.errors import ConfigError
 from miniobserv.model import format_time
-from miniobserv.tokens import mint_token
+from miniobserv.server.exposure import (
+    connect_host,
+    dashboard_link,
+    dashboard_token,
+    token_expiry,
+    warn_if_exposed,
+)
 
 log = logging.getLogger("miniobserv.demo")
-
-READ_TOKEN_TTL = timedelta(hours=24)
 
 
 def demo_configs(environ: Mapping[str, str]) -> tuple[ServerConfig, AgentConfig]:
@@ -46,26 +51,21 @@ def demo_configs(environ: Mapping[str, str]) -> tuple[ServerConfig, AgentConfig]
     return server, AgentConfig.from_env(env)
 
 
-def connect_host(listen_host: str) -> str:
-    """Where a local client reaches a server listening on ``listen_host``."""
-    if listen_host in ("0.0.0.0", "", "::"):
-        return "127.0.0.1"
-    return f"[{listen_host}]" if ":" in listen_host else listen_host
+def banner(server: ServerConfig, agent: AgentConfig, now: datetime | None = None) -> str:
+    """What the demo prints: the dashboard link with a read token, and a curl line for CPU.
 
-
-def banner(agent: AgentConfig, database_url: str, now: datetime | None = None) -> str:
-    """What the demo prints: URL, a read token and a curl line for this host's CPU."""
+    The token is signed with READ_SECRET when set and lives 24 h (TOKEN_MAX_TTL if shorter).
+    """
     now = (now or datetime.now(UTC)).replace(microsecond=0)
-    token = mint_token(agent.agent_token, ttl=READ_TOKEN_TTL, scope="read",
-                       issuer="miniobserv")
+    token = dashboard_token(server, now=now.timestamp())
     query = urlencode({"host": agent.host, "name": "cpu.usage_pct", "label": "core:total",
                        "from": format_time(now - timedelta(minutes=5)),
-                       "to": format_time(now + READ_TOKEN_TTL)}, safe=":")
+                       "to": format_time(token_expiry(server, now))}, safe=":")
     seconds = agent.collect_interval.total_seconds()
     return "\n".join([
         f"MiniObserv demo: server and agent for host {agent.host!r} "
-        f"(database: {database_url})",
-        f"  Dashboard:  {agent.server_url}/",
+        f"(database: {server.database_url})",
+        f"  Dashboard:  {dashboard_link(agent.server_url, token)}",
         f"  Read token: {token}",
         f"  This host's CPU (the first point arrives after {seconds:g}s):",
         f'    curl -H "Authorization: Bearer {token}" '
@@ -97,7 +97,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         serving = threading.Thread(target=server.serve_forever, name="server", daemon=True)
         serving.start()
         runner.start()
-        print(banner(agent_config, server_config.database_url), flush=True)
+        print(banner(server_config, agent_config), flush=True)
         signals.wait()
         print("stopping the agent and the server…", flush=True)
         run_interruptibly(runner.stop, lambda name: runner.sender.stop.set(), signals)
@@ -121,6 +121,7 @@ def start_server(config: ServerConfig) -> tuple[Any, Any]:
     host, port = config.listen_addr
     try:
         app = create_app(config, repos, start_background=True)
+        warn_if_exposed(config, [host])
         server = make_server(host, port, app, threaded=True)
     except OSError:
         repos.close()

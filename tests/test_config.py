@@ -144,7 +144,9 @@ def test_server_defaults() -> None:
     assert (config.db_pool_min, config.db_pool_max) == (1, 10)
     assert config.auto_migrate is True
     assert config.alert_rules == () and config.alert_notifications == ()
-    assert config.dashboard_enabled is True and config.dashboard_auth == "none"
+    assert config.dashboard_enabled is True and config.dashboard_auth == "token"
+    assert config.metrics_auth == "token" and config.token_max_ttl == timedelta(days=30)
+    assert config.read_secret is None and config.read_key == SECRET
     assert config.max_body_bytes == 8 * 1024 * 1024
     assert config.log_level == "INFO"
 
@@ -260,6 +262,32 @@ def test_dashboard_auth_choices() -> None:
     assert server(DASHBOARD_AUTH="NONE").dashboard_auth == "none"
     assert refused(server, DASHBOARD_AUTH="basic") == \
         "DASHBOARD_AUTH='basic' must be one of none, token"
+
+
+def test_metrics_auth_choices() -> None:
+    assert server(METRICS_AUTH="None").metrics_auth == "none"
+    assert refused(server, METRICS_AUTH="open") == \
+        "METRICS_AUTH='open' must be one of none, token"
+
+
+@pytest.mark.parametrize("build", [server, agent])
+def test_token_max_ttl_bounds(build: Any) -> None:
+    assert build().token_max_ttl == timedelta(days=30)
+    assert build(TOKEN_MAX_TTL="1m").token_max_ttl == timedelta(minutes=1)
+    assert build(TOKEN_MAX_TTL="3650d").token_max_ttl == timedelta(days=3650)
+    for bad in ("59s", "3650d1s"):
+        assert refused(build, TOKEN_MAX_TTL=bad) == \
+            f"TOKEN_MAX_TTL={bad} is out of bounds: 1m to 3650d"
+    assert refused(build, TOKEN_MAX_TTL="forever").startswith("TOKEN_MAX_TTL='forever' is not")
+
+
+def test_read_secret_is_checked_and_kept_out_of_repr() -> None:
+    config = server(READ_SECRET="r" * 16)
+    assert config.read_secret == config.read_key == "r" * 16
+    assert "r" * 16 not in repr(config)
+    assert server(READ_SECRET="  ").read_secret is None
+    assert refused(server, READ_SECRET="r" * 15) == "READ_SECRET must be at least 16 characters"
+    assert refused(server, READ_SECRET=SECRET) == "READ_SECRET must differ from AGENT_TOKEN"
 
 
 def test_log_level_choices() -> None:

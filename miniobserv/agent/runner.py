@@ -191,14 +191,15 @@ class Runner:
         registry = Registry(default_collectors(config.host, config.disk_mounts,
                                                config.net_ifaces), config.agent_labels)
         timeout = config.request_timeout.total_seconds()
-        sender = Sender(config.server_url, config.agent_token, timeout=timeout)
+        sender = Sender(config.server_url, config.agent_token, timeout=timeout,
+                        token_max_ttl=config.token_max_ttl)
         logs = None
         if config.log_paths:
             # Imported here: an agent without LOG_PATHS does not pay for the tailer's modules.
             from miniobserv.agent.logship import LogShipper
 
             log_sender = Sender(config.server_url, config.agent_token, stop=sender.stop,
-                                timeout=timeout)
+                                timeout=timeout, token_max_ttl=config.token_max_ttl)
             logs = LogShipper.from_config(config, log_sender)
         return cls(config.host, registry, sender, config.collect_interval.total_seconds(),
                    config.shutdown_timeout.total_seconds(), logs)

@@ -96,14 +96,20 @@ class SendResult:
 
 
 class TokenSource:
-    """Mints the agent's 24 h token and renews it at 80 % of its life or on demand."""
+    """Mints the agent's 24 h token and renews it at 80 % of its life or on demand.
+
+    ``max_ttl`` (the agent's ``TOKEN_MAX_TTL``) shortens the tokens when it is below 24 h,
+    so a server refusing longer lifetimes still accepts them.
+    """
 
     TTL = timedelta(hours=24)
     RENEW_AT = 0.8
 
-    def __init__(self, secret: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, secret: str, clock: Callable[[], float] = time.time,
+                 max_ttl: timedelta | None = None) -> None:
         self._secret = secret
         self._clock = clock
+        self.ttl = self.TTL if max_ttl is None else min(self.TTL, max_ttl)
         self._token: str | None = None
         self._renew_after = 0.0
         self.minted = 0
@@ -118,8 +124,8 @@ class TokenSource:
     def renew(self) -> None:
         """Mint a new token now (after a 401, or when the current one is getting old)."""
         now = self._clock()
-        self._token = mint_token(self._secret, ttl=self.TTL, now=now)
-        self._renew_after = now + self.TTL.total_seconds() * self.RENEW_AT
+        self._token = mint_token(self._secret, ttl=self.ttl, now=now)
+        self._renew_after = now + self.ttl.total_seconds() * self.RENEW_AT
         self.minted += 1
 
 
@@ -140,12 +146,13 @@ class Sender:
     def __init__(self, server_url: str, secret: str, stop: threading.Event | None = None,
                  timeout: float = 10.0, session: requests.Session | None = None,
                  rand: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 token_max_ttl: timedelta | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.stop = stop or threading.Event()
         self.timeout = timeout
         self.session = session or requests.Session()
-        self.tokens = TokenSource(secret, clock)
+        self.tokens = TokenSource(secret, clock, token_max_ttl)
         self.deadline: float | None = None  # time.monotonic() bound set during shutdown
         self._rand = rand
         self._clock = clock

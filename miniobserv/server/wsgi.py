@@ -23,6 +23,7 @@ from flask import Flask
 from miniobserv.config import ServerConfig
 from miniobserv.errors import MiniObservError
 from miniobserv.server.app import create_app
+from miniobserv.server.exposure import gunicorn_binds, warn_if_exposed
 from miniobserv.server.masterfiles import master_path, remove_stale
 from miniobserv.server.startup import configure_logging, fail, worker_config
 
@@ -37,7 +38,9 @@ def load() -> Flask:
     try:
         config = worker_config(ServerConfig.from_env(), os.environ)
         configure_logging(config.log_level)
-        return create_app(config, start_background=True)
+        app = create_app(config, start_background=True)
+        warn_if_exposed(config, gunicorn_binds())  # once per worker process
+        return app
     except MiniObservError as err:
         fail_once(f"miniobserv: {err}")
 

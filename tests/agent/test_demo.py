@@ -12,7 +12,7 @@ import jwt
 import pytest
 import requests
 
-from miniobserv.config import AgentConfig
+from miniobserv.config import AgentConfig, ServerConfig
 from miniobserv.demo import banner, connect_host, demo_configs, main
 from tests.agent.helpers import SECRET, free_port
 from tests.processes import START_TIMEOUT_S, LoggedProcess
@@ -31,10 +31,13 @@ def test_connect_host():
         "127.0.0.1", "127.0.0.1", "10.0.0.5", "[::1]"]
 
 
+def configs(**env: str) -> tuple[ServerConfig, AgentConfig]:
+    return demo_configs({"AGENT_TOKEN": SECRET, "AGENT_HOST": "web 01", **env})
+
+
 def test_banner_shows_a_read_token_and_a_cpu_query_but_never_the_secret():
-    agent = AgentConfig.from_env({"SERVER_URL": "http://127.0.0.1:8080", "AGENT_TOKEN": SECRET,
-                                  "AGENT_HOST": "web 01"})
-    text = banner(agent, "sqlite:///miniobserv.db", datetime(2026, 6, 5, 10, 0, tzinfo=UTC))
+    server, agent = configs()
+    text = banner(server, agent, datetime(2026, 6, 5, 10, 0, tzinfo=UTC))
     assert SECRET not in text
     curl = shlex.split(next(line for line in text.splitlines() if "curl" in line))
     token = curl[2].removeprefix("Authorization: Bearer ")
@@ -70,6 +73,13 @@ def test_demo_runs_shows_this_hosts_cpu_and_stops_on_ctrl_c(tmp_path):
             time.sleep(0.5)
         assert points and 0 <= points[0]["value"] <= 100
         assert (tmp_path / "miniobserv.db").exists()
+        link = next(line for line in demo.lines if "Dashboard:" in line).split()[-1]
+        base, _, token = link.partition("/#token=")
+        assert requests.get(base + "/api/v1/hosts", timeout=10).status_code == 401
+        hosts = requests.get(base + "/api/v1/hosts", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"})
+        assert hosts.status_code == 200 and hosts.json()["hosts"], hosts.text
+        assert requests.get(base + "/", timeout=10).status_code == 200
     finally:
         demo.proc.send_signal(signal.SIGINT)
         status = demo.terminate()
@@ -78,7 +88,23 @@ def test_demo_runs_shows_this_hosts_cpu_and_stops_on_ctrl_c(tmp_path):
 
 
 def test_read_token_lasts_a_day():
-    agent = AgentConfig.from_env({"SERVER_URL": "http://x", "AGENT_TOKEN": SECRET})
-    token = banner(agent, "sqlite:///x.db").split("Read token: ")[1].split()[0]
+    token = banner(*configs()).split("Read token: ")[1].split()[0]
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert claims["exp"] - claims["iat"] == timedelta(days=1).total_seconds()
+
+
+def test_dashboard_link_carries_the_read_token_in_its_fragment():
+    text = banner(*configs())
+    link = text.split("Dashboard:  ")[1].split()[0]
+    token = text.split("Read token: ")[1].split()[0]
+    assert link == f"http://127.0.0.1:8080/#token={token}"
+
+
+def test_banner_token_follows_read_secret_and_a_short_token_max_ttl():
+    read_secret = "r" * 32
+    text = banner(*configs(READ_SECRET=read_secret, TOKEN_MAX_TTL="1h"))
+    token = text.split("#token=")[1].split()[0]
+    claims = jwt.decode(token, read_secret, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 3600 and claims["scope"] == "read"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, SECRET, algorithms=["HS256"])

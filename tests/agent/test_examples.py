@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def test_quickstart_runs_end_to_end_against_miniobserv_serve():
                                "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout + done.stderr
     assert '{"ingested":1}' in done.stdout
+    assert "without a token: HTTP 401" in done.stdout and '{"hosts":[]}' in done.stdout
+    assert re.search(r"^Dashboard: http://127\.0\.0\.1:\d+/#token=…$", done.stdout, re.M)
     assert '"value":42.5' in done.stdout
     assert "HTTP 400" in done.stdout and "metrics[0].name" in done.stdout
     assert "0 lost" in done.stdout

@@ -2,8 +2,9 @@
 
 The page loads without console errors, lists the host with its status, draws charts with
 points and shows the NEWEST value; it shows an error banner while the server is down and
-recovers by itself when the server is back on the same port; with ``DASHBOARD_AUTH=token``
-it asks for a read token and keeps it for the tab. A screenshot is saved to
+recovers by itself when the server is back on the same port. Reads need a token by default:
+the page takes one from the URL fragment (``#token=…``, the link ``miniobserv demo`` prints)
+and clears it from the address bar, or asks for one and keeps it for the tab. A screenshot is saved to
 ``artifacts/dashboard.png``. No browser is downloaded: the system's binaries are used.
 """
 
@@ -106,11 +107,19 @@ def test_dashboard_shows_the_fleet_and_recovers_after_an_outage(sqlite_url: str,
     server.wait_ready()
     try:
         feed(server.url)
-        browser.get(f"{server.url}/?refresh=1#window=15m")
+        token = mint_token(SECRET, scope="read", issuer="miniobserv")
+        browser.get(f"{server.url}/?refresh=1#window=15m&token={token}")
         wait_until(browser, lambda d: d.execute_script(
             "return document.querySelectorAll('#charts svg[data-points]').length >= 3 && "
             "document.querySelectorAll('#alerts tr[data-state=firing]').length == 1 && "
             "document.querySelectorAll('#logs .logline').length == 2"), "the page filled up")
+        # The fragment's token is in use, kept for the tab, and gone from the address bar.
+        assert browser.execute_script(
+            "return sessionStorage.getItem('miniobserv.token')") == token
+        address = browser.execute_script("return location.href")
+        assert "token" not in address and token not in address, address
+        assert address.startswith(f"{server.url}/?refresh=1#") and "window=15m" in address
+        assert not visible(browser, "token-form")
         hosts = browser.execute_script(
             "return [...document.querySelectorAll('#hosts li')].map(li => "
             "[li.dataset.host, li.dataset.status])")
@@ -149,7 +158,7 @@ def test_dashboard_shows_the_fleet_and_recovers_after_an_outage(sqlite_url: str,
 
 def test_dashboard_asks_for_a_token_and_keeps_it_for_the_tab(sqlite_url: str,
                                                              browser: Any) -> None:
-    server = Gunicorn(sqlite_url, env={"DASHBOARD_AUTH": "token"})
+    server = Gunicorn(sqlite_url)  # DASHBOARD_AUTH=token is the default
     server.wait_ready()
     try:
         feed(server.url)

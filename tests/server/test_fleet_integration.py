@@ -66,8 +66,14 @@ class Feeder:
                 pass  # the server is restarting
 
 
+def read_headers() -> dict[str, str]:
+    """Hosts, alerts and /metrics need a read token by default."""
+    return {"Authorization": f"Bearer {mint_token(SECRET, scope='read')}"}
+
+
 def alerts(url: str) -> list[dict[str, Any]]:
-    answer: list[dict[str, Any]] = requests.get(url + "/api/v1/alerts", timeout=5).json()["alerts"]
+    answer: list[dict[str, Any]] = requests.get(url + "/api/v1/alerts", headers=read_headers(),
+                                                timeout=5).json()["alerts"]
     return answer
 
 
@@ -113,8 +119,8 @@ def test_one_delivery_per_event_across_workers_and_a_restart(fresh_postgres_url:
         assert capture.wait_for(4), server.output
         time.sleep(QUIET_S)
         assert capture.events() == ["firing", "resolved", "host.down", "host.recovered"]
-        assert requests.get(server.url + "/api/v1/hosts", timeout=5).json()["hosts"][0][
-            "status"] == "ok"
+        assert requests.get(server.url + "/api/v1/hosts", headers=read_headers(),
+                            timeout=5).json()["hosts"][0]["status"] == "ok"
     finally:
         feeder.stop.set()
         server.terminate()
@@ -140,7 +146,7 @@ def test_metrics_counters_are_totals_over_both_workers(fresh_postgres_url: str) 
                              headers=headers, timeout=10).status_code == 400
         assert _finish(slow, rest).startswith(b"HTTP/1.1 202")
         for _ in range(6):  # whichever worker answers, the totals are the same
-            text = requests.get(server.url + "/metrics", timeout=10).text
+            text = requests.get(server.url + "/metrics", headers=read_headers(), timeout=10).text
             values = families(text)
             assert values[("miniobserv_ingested_points_total", ())] == 33
             assert values[("miniobserv_ingested_batches_total", (("kind", "metrics"),))] == 11

@@ -2,21 +2,31 @@
 
 Only ``Authorization: Bearer <jwt>`` is read. Tokens must be HS256, signed with
 ``AGENT_TOKEN``, carry an ``exp`` in the future (30 s leeway) and an ``iss`` of
-``miniobserv-agent`` or ``miniobserv``. Every failure answers the same 401 without detail.
-An optional ``scope`` claim narrows a token: ``ingest`` may only post, ``read`` may only
-query; a valid token outside its scope answers 403.
+``miniobserv-agent`` or ``miniobserv``, and live no longer than ``TOKEN_MAX_TTL``. Every
+failure answers the same 401 without detail. An optional ``scope`` claim narrows a token:
+``ingest`` may only post, ``read`` may only query; a valid token outside its scope answers
+403. With ``READ_SECRET`` set, read tokens are signed with it and AGENT_TOKEN's tokens
+carry the ingest scope only (a read with one is that 403, and so is an ingest with a
+READ_SECRET token).
+
+Reads are never public by default: the dashboard's data, ``/api/v1/hosts`` and
+``/api/v1/alerts`` are public only under ``DASHBOARD_AUTH=none`` with the dashboard enabled,
+``/metrics`` only under ``METRICS_AUTH=none``, and log search never.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import jwt
 from flask import request
 
+from miniobserv.config import ServerConfig
 from miniobserv.server.api.context import current_config
 from miniobserv.server.api.errors import ApiError
 from miniobserv.tokens import ALGORITHM, ISSUERS, SCOPES
@@ -48,22 +58,78 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
-def decode_token(token: str, secret: str) -> dict[str, Any]:
-    """Verify ``token`` and return its claims; raise the 401 ApiError on any failure."""
+class TokenRefused(Exception):
+    """A token that does not verify; the message is the reason, logged, never answered."""
+
+
+class WrongKey(TokenRefused):
+    """The signature does not match the secret tried."""
+
+
+def verified_claims(token: str, secret: str, max_ttl: timedelta | None = None,
+                    now: float | None = None) -> dict[str, Any]:
+    """The claims of ``token`` signed with ``secret``; raise :class:`TokenRefused` otherwise.
+
+    ``max_ttl`` bounds the token's lifetime (``exp - iat``, or ``exp - now`` without ``iat``):
+    a token minted for a year is refused even while it is young. The lifetime gets no
+    leeway. A wrong signature raises :class:`WrongKey` (a TokenRefused), so that a caller
+    holding several secrets can try the next one.
+    """
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=LEEWAY_S,
                             issuer=list(ISSUERS), options={"require": ["exp", "iss"]})
+    except jwt.InvalidSignatureError:
+        raise WrongKey("InvalidSignatureError") from None
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as err:
         # Overflow/Type errors come from absurd claim values (exp: 1e400) in tokens that were
         # signed with the right secret; they are as invalid as any other.
-        logger.info("token refused: %s", type(err).__name__)
-        raise unauthorized() from None
-    exp = claims["exp"]
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise TokenRefused(type(err).__name__) from None
+    exp, iat = claims["exp"], claims.get("iat", None)
+    if not _is_number(exp):
         # RFC 7519 NumericDate: a JSON number. PyJWT also takes a numeric string.
-        logger.info("token refused: exp is not a number")
-        raise unauthorized()
+        raise TokenRefused("exp is not a number")
+    if iat is not None and not _is_number(iat):
+        raise TokenRefused("iat is not a number")
+    if max_ttl is not None:
+        start = iat if iat is not None else (time.time() if now is None else now)
+        if exp - start > max_ttl.total_seconds():
+            raise TokenRefused("lifetime above TOKEN_MAX_TTL")
     return cast(dict[str, Any], claims)
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def signing_keys(config: ServerConfig) -> tuple[tuple[str, frozenset[str]], ...]:
+    """Each secret a token may be signed with, and the scopes it may grant.
+
+    Without ``READ_SECRET``, AGENT_TOKEN grants both; with it, AGENT_TOKEN grants ingest
+    only and READ_SECRET read only, so a host's secret no longer reads the fleet's logs.
+    """
+    if config.read_secret is None:
+        return ((config.agent_token, frozenset(SCOPES)),)
+    return ((config.agent_token, frozenset({INGEST})),
+            (config.read_secret, frozenset({READ})))
+
+
+def verify(token: str, config: ServerConfig) -> tuple[dict[str, Any], frozenset[str]]:
+    """The claims of ``token`` and the scopes its signing key may grant; else the 401.
+
+    A token signed with a known secret but outside what that secret grants is valid: the
+    caller answers 403 for it, as for any valid token outside its scope.
+    """
+    reason = "no key"
+    for secret, grantable in signing_keys(config):
+        try:
+            return verified_claims(token, secret, config.token_max_ttl), grantable
+        except WrongKey as err:
+            reason = str(err)
+        except TokenRefused as err:  # signed with this key, or malformed: no key does better
+            reason = str(err)
+            break
+    logger.info("token refused: %s", reason)
+    raise unauthorized()
 
 
 def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
@@ -81,8 +147,8 @@ def authenticate(scope: str) -> dict[str, Any]:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise unauthorized()
-    claims = decode_token(token, current_config().agent_token)
-    if scope not in token_scopes(claims):
+    claims, grantable = verify(token, current_config())
+    if scope not in token_scopes(claims) & grantable:
         raise forbidden()
     return claims
 
@@ -103,13 +169,30 @@ def require(scope: str) -> Callable[[F], F]:
     return decorator
 
 
-def require_dashboard(view: F) -> F:
-    """Decorate a dashboard view: public, unless ``DASHBOARD_AUTH=token`` asks for a read token."""
+def require_read_unless(is_public: Callable[[ServerConfig], bool]) -> Callable[[F], F]:
+    """Decorate a view that needs a read token unless ``is_public(config)`` says otherwise."""
 
-    @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if current_config().dashboard_auth == "token":
-            authenticate(READ)
-        return view(*args, **kwargs)
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not is_public(current_config()):
+                authenticate(READ)
+            return view(*args, **kwargs)
 
-    return cast(F, wrapped)
+        return cast(F, wrapped)
+
+    return decorator
+
+
+def is_dashboard_public(config: ServerConfig) -> bool:
+    """``DASHBOARD_AUTH=none`` with the dashboard enabled; without it nothing is public."""
+    return config.dashboard_enabled and config.dashboard_auth == "none"
+
+
+def is_metrics_public(config: ServerConfig) -> bool:
+    """``METRICS_AUTH=none``: the Prometheus convention of an open ``/metrics``."""
+    return config.metrics_auth == "none"
+
+
+require_dashboard = require_read_unless(is_dashboard_public)
+require_metrics = require_read_unless(is_metrics_public)

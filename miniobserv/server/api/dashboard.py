@@ -1,9 +1,9 @@
 """The live dashboard: ``GET /``, its assets and its data endpoints (SPEC §3, §4).
 
 Registered only with ``DASHBOARD_ENABLED`` (the default). The page and its assets hold no
-data and load without a token, so that with ``DASHBOARD_AUTH=token`` the page can ask for
-one; every data endpoint is a "dashboard" endpoint: public by default, a read token with
-``DASHBOARD_AUTH=token``. They answer what ``/api/v1/metrics/query`` and
+data and load without a token, so that the page can ask for one (or read it from the URL
+fragment ``#token=`` that ``miniobserv demo`` and ``serve`` print); the data endpoints need
+a read token unless ``DASHBOARD_AUTH=none``, and the log lines need one always. They answer what ``/api/v1/metrics/query`` and
 ``/api/v1/logs/query`` answer (same parameters, same validation), plus the newest value of
 each series of a host, which is the current value the page shows.
 """
@@ -17,10 +17,10 @@ from flask import Blueprint, Response, jsonify, request, send_from_directory
 from miniobserv.errors import ValidationError
 from miniobserv.model import check_host, format_time, parse_time
 from miniobserv.server.api import logs, metrics, openapi
-from miniobserv.server.api.auth import require_dashboard
+from miniobserv.server.api.auth import READ, require, require_dashboard
 from miniobserv.server.api.context import current_repos
 from miniobserv.server.api.errors import ApiError
-from miniobserv.server.api.fleet import DASHBOARD_NOTE, DASHBOARD_SECURITY
+from miniobserv.server.api.fleet import DASHBOARD_AUTH, DASHBOARD_NOTE
 
 bp = Blueprint("dashboard", __name__)
 
@@ -56,9 +56,9 @@ def query() -> Response:
 
 
 @bp.get("/api/v1/dashboard/logs")
-@require_dashboard
+@require(READ)
 def log_lines() -> Response:
-    """``/api/v1/logs/query`` for the page."""
+    """``/api/v1/logs/query`` for the page: a read token always (log search is never public)."""
     page_ = current_repos().logs.query(logs.parse_log_query(request.args))
     return jsonify(logs.query_answer(page_))
 
@@ -110,19 +110,21 @@ openapi.add_operation("/dashboard/{name}", "get", {
         "404": openapi.response("No such asset")}})
 openapi.add_operation("/api/v1/dashboard/query", "get", {
     "summary": "The page's metric queries: /api/v1/metrics/query", "tags": ["dashboard"],
-    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
+    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH, "description": DASHBOARD_NOTE,
     "parameters": openapi.METRIC_QUERY_PARAMS,
     "responses": {"200": openapi.response("As /api/v1/metrics/query", "MetricQueryResult"),
                   **openapi.errors("400", "401", "403", "503")}})
 openapi.add_operation("/api/v1/dashboard/logs", "get", {
     "summary": "The page's log lines: /api/v1/logs/query", "tags": ["dashboard"],
-    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
+    "security": openapi.BEARER, "x-token-scope": "read",
+    "description": "Always needs a read token: log search is never public, not even under "
+                   "DASHBOARD_AUTH=none.",
     "parameters": logs.LOG_QUERY_PARAMS,
     "responses": {"200": openapi.response("As /api/v1/logs/query", "LogPage"),
                   **openapi.errors("400", "401", "403", "503")}})
 openapi.add_operation("/api/v1/dashboard/latest", "get", {
     "summary": "The newest point of every series of one host", "tags": ["dashboard"],
-    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
+    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH, "description": DASHBOARD_NOTE,
     "parameters": [openapi.query_param("host", "Host name", {"type": "string"}, required=True),
                    openapi.query_param("from", "Only series with a point since then",
                                        openapi.TIME, required=True)],

@@ -1,4 +1,7 @@
-"""``GET /metrics``: Prometheus text exposition 0.0.4 (a "dashboard" endpoint, SPEC §3).
+"""``GET /metrics``: Prometheus text exposition 0.0.4 (SPEC §3).
+
+A read token (``Authorization: Bearer``, as Prometheus' ``authorization`` scrape setting
+sends it) unless ``METRICS_AUTH=none`` keeps the Prometheus convention of a public page.
 
 The newest raw point of every series that reported within ``EXPOSITION_WINDOW`` (or
 ``HOST_DOWN_AFTER`` when longer), read in ONE query for all hosts, as
@@ -20,9 +23,8 @@ from prometheus_client.core import Metric
 
 from miniobserv.model import METRIC_SPEC_BY_NAME
 from miniobserv.server.api import openapi
-from miniobserv.server.api.auth import require_dashboard
+from miniobserv.server.api.auth import require_metrics
 from miniobserv.server.api.context import current_config, current_repos
-from miniobserv.server.api.fleet import DASHBOARD_NOTE, DASHBOARD_SECURITY
 from miniobserv.server.storage.base import LatestValue
 from miniobserv.server.telemetry import EXTENSION_KEY, Telemetry
 
@@ -76,7 +78,7 @@ def exposition_text(latest: Iterable[LatestValue], telemetry: Telemetry | None) 
 
 
 @bp.get("/metrics")
-@require_dashboard
+@require_metrics
 def metrics() -> Response:
     """The exposition; one query for the newest value of every series."""
     window = max(EXPOSITION_WINDOW, current_config().host_down_after)
@@ -87,10 +89,10 @@ def metrics() -> Response:
 
 openapi.add_operation("/metrics", "get", {
     "summary": "Prometheus text exposition 0.0.4", "tags": ["fleet"],
-    "security": DASHBOARD_SECURITY, "x-dashboard-auth": True,
+    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": "METRICS_AUTH",
     "description": "The newest point of every series as miniobserv_<name>{host,<labels>}, "
                    "then the server's own counters and latency histograms (totals over all "
-                   f"worker processes). {DASHBOARD_NOTE}",
+                   "worker processes). Needs a read token unless METRICS_AUTH=none.",
     "responses": {"200": {"description": "Text exposition", "content": {
         "text/plain": {"schema": {"type": "string"}}}},
         **openapi.errors("401", "403", "503")}})

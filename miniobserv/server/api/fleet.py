@@ -1,5 +1,8 @@
 """``/api/v1/hosts`` and ``/api/v1/alerts`` ("dashboard" endpoints, SPEC §3, §4).
 
+Both need a read token unless ``DASHBOARD_AUTH=none``; with ``DASHBOARD_ENABLED=false``
+they need one whatever DASHBOARD_AUTH says (no dashboard, nothing public).
+
 Both read the database, never a process's memory, so every worker answers alike. Host status
 is computed at request time from ``last_seen`` and ``HOST_STALE_AFTER``/``HOST_DOWN_AFTER``;
 alert states are what the evaluating process last saved, for the rules configured now.
@@ -58,9 +61,9 @@ def alert_json(rule: AlertRule, state: AlertState) -> dict[str, Any]:
 
 # --- the OpenAPI description ---------------------------------------------------------------
 
-DASHBOARD_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}]
-DASHBOARD_NOTE = ("A dashboard endpoint: public unless DASHBOARD_AUTH=token, which requires "
-                  "a read token.")
+DASHBOARD_AUTH = "DASHBOARD_AUTH"  # x-auth: the variable that can make an endpoint public
+DASHBOARD_NOTE = ("A dashboard endpoint: needs a read token unless DASHBOARD_AUTH=none (and "
+                  "always when DASHBOARD_ENABLED=false).")
 
 openapi.add_schema("Host", {
     "type": "object", "required": ["host", "status", "last_seen"],
@@ -103,13 +106,13 @@ openapi.add_schema("Alert", {
 openapi.add_schema("Alerts", {"type": "object", "required": ["alerts"], "properties": {
     "alerts": {"type": "array", "items": openapi.ref("Alert")}}})
 openapi.add_operation("/api/v1/hosts", "get", {
-    "summary": "Hosts with their status", "tags": ["fleet"], "security": DASHBOARD_SECURITY,
-    "description": DASHBOARD_NOTE, "x-dashboard-auth": True,
+    "summary": "Hosts with their status", "tags": ["fleet"], "security": openapi.BEARER,
+    "description": DASHBOARD_NOTE, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH,
     "responses": {"200": openapi.response("Hosts sorted by name", "Hosts"),
                   **openapi.errors("401", "403", "503")}})
 openapi.add_operation("/api/v1/alerts", "get", {
     "summary": "The state of every configured alert rule on each series it evaluated",
-    "tags": ["fleet"], "security": DASHBOARD_SECURITY, "description": DASHBOARD_NOTE,
-    "x-dashboard-auth": True,
+    "tags": ["fleet"], "security": openapi.BEARER, "description": DASHBOARD_NOTE,
+    "x-token-scope": "read", "x-auth": DASHBOARD_AUTH,
     "responses": {"200": openapi.response("Alert states in rule order", "Alerts"),
                   **openapi.errors("401", "403", "503")}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Collection
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -24,6 +25,8 @@ from miniobserv.model import (
     MAX_NAME_LEN,
     METRIC_SPECS,
 )
+from miniobserv.server.api.auth import is_dashboard_public, is_metrics_public
+from miniobserv.server.api.context import current_config
 from miniobserv.server.storage.base import AGGREGATES, BUCKETS
 
 bp = Blueprint("openapi", __name__)
@@ -222,18 +225,36 @@ def build_document() -> Json:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "HS256 JWT signed with AGENT_TOKEN; iss miniobserv-agent or "
-                               "miniobserv; exp required; optional scope ingest or read"}},
+                "description": "HS256 JWT signed with AGENT_TOKEN (read tokens: with "
+                               "READ_SECRET when the server has one); iss miniobserv-agent or "
+                               "miniobserv; exp required, lifetime at most TOKEN_MAX_TTL; "
+                               "optional scope ingest or read"}},
         },
         "security": [{"bearerAuth": []}],
     }
 
 
+def open_to_public(document: Json, public: Collection[str]) -> None:
+    """Mark public (``security: []``) each operation whose ``x-auth`` variable opened it.
+
+    Operations say what they need by default (a read token); ``public`` names the variables
+    (``DASHBOARD_AUTH``, ``METRICS_AUTH``) that this server's configuration set to none.
+    """
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            if operation.get("x-auth") in public:
+                operation["security"] = []
+
+
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Response:
-    """Serve the document (public), describing only the routes this app has."""
+    """Serve the document (public), describing only the routes this app has, as configured."""
     document = build_document()
     routed = {re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
               for rule in current_app.url_map.iter_rules()}
     document["paths"] = {path: ops for path, ops in document["paths"].items() if path in routed}
+    config = current_config()
+    open_to_public(document, {name for name, is_public in (
+        ("DASHBOARD_AUTH", is_dashboard_public(config)),
+        ("METRICS_AUTH", is_metrics_public(config))) if is_public})
     return jsonify(document)

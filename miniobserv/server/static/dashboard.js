@@ -2,8 +2,10 @@
  *
  * Every REFRESH_MS it reloads hosts, the selected host's charts, alerts and log lines. A
  * failed refresh shows a banner and the next one is scheduled all the same, so the page
- * recovers by itself when the server is back. A 401 asks for a read token
- * (DASHBOARD_AUTH=token), kept in sessionStorage: for this tab only.
+ * recovers by itself when the server is back. A 401 asks for a read token, kept in
+ * sessionStorage: for this tab only. A token in the URL fragment (#token=…, the link that
+ * `miniobserv demo` and `serve` print) is kept the same way and removed from the address bar
+ * at once; the fragment never reaches the server.
  */
 "use strict";
 
@@ -118,10 +120,17 @@ function labelText(labels) {
 
 function currentWindow() { return WINDOWS.find((w) => w.name === state.window) || WINDOWS[1]; }
 
-/* --- state in the URL: #host=web-01&window=1h --------------------------------------------- */
+/* --- state in the URL: #host=web-01&window=1h (and once #token=…) -------------------------- */
 
 function readHash() {
   const params = new URLSearchParams(location.hash.slice(1));
+  const token = (params.get("token") || "").trim();
+  if (params.has("token")) {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    params.delete("token");  // out of the address bar, the history and any copied link
+    const rest = params.toString() ? `#${params}` : "";
+    history.replaceState(null, "", `${location.pathname}${location.search}${rest}`);
+  }
   if (params.get("host")) state.host = params.get("host");
   if (WINDOWS.some((w) => w.name === params.get("window"))) state.window = params.get("window");
 }
@@ -440,7 +449,10 @@ async function loadLogs() {
   try {
     answer = await api("/api/v1/dashboard/logs", params);
   } catch (err) {
-    if (err instanceof AuthError) throw err;
+    if (err instanceof AuthError) {  // log search is never public, even with DASHBOARD_AUTH=none
+      $("logs").replaceChildren(el("div", {"class": "empty"}, "Log lines need a read token."));
+      throw err;
+    }
     // The other panels report an unreachable server; this one just stays calm.
     $("logs").replaceChildren(el("div", {"class": "empty"}, "Log lines are unavailable."));
     return;
@@ -488,6 +500,12 @@ function start() {
     if (!token) return;
     sessionStorage.setItem(TOKEN_KEY, token);
     $("token-input").value = "";
+    refresh();
+  });
+  window.addEventListener("hashchange", () => {  // a #token=… link pasted into this tab
+    if (!new URLSearchParams(location.hash.slice(1)).has("token")) return;
+    readHash();
+    renderWindows();
     refresh();
   });
   refresh();

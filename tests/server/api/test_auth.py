@@ -192,7 +192,7 @@ def _dashboard_client(dashboard_auth: str) -> FlaskClient:
     return app.test_client()
 
 
-def test_dashboard_endpoints_are_public_by_default(tokens: Tokens) -> None:
+def test_dashboard_endpoints_are_public_only_with_dashboard_auth_none(tokens: Tokens) -> None:
     assert _dashboard_client("none").get("/dashboard-probe").get_json() == {"seen": True}
 
 

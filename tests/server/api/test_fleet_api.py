@@ -20,7 +20,7 @@ from miniobserv.rules import parse_alert_rules
 from miniobserv.server.app import create_app
 from miniobserv.server.storage.base import AlertState
 from tests.fakes import FakeRepositories
-from tests.server.api.conftest import Tokens
+from tests.server.api.conftest import SECRET, Tokens
 
 NOW = datetime.now(UTC)
 DASHBOARD_DATA = ["/api/v1/dashboard/query?host=web-01&name=mem.used_pct"
@@ -30,8 +30,13 @@ DASHBOARD_DATA = ["/api/v1/dashboard/query?host=web-01&name=mem.used_pct"
 DASHBOARD_ENDPOINTS = ["/api/v1/hosts", "/api/v1/alerts", "/metrics", *DASHBOARD_DATA]
 
 
+def read() -> dict[str, str]:
+    """A fresh read token's header: every data endpoint needs one by default."""
+    return Tokens(SECRET).auth("read")
+
+
 def client_for(repos: FakeRepositories, **settings: Any) -> FlaskClient:
-    config = ServerConfig(agent_token="k3Jp9-wQz7.Lm2Vx8_Rt4Yb6Nc1Hd5Fg", auto_migrate=False,
+    config = ServerConfig(agent_token=SECRET, auto_migrate=False,
                           **settings)
     app = create_app(config, repos)
     app.testing = True
@@ -52,19 +57,19 @@ def test_hosts_with_status_from_last_seen(client: FlaskClient, repos: FakeReposi
     repos.metrics.host_seen.update({"web-02": now - timedelta(seconds=30),
                                     "web-01": now - timedelta(seconds=1),
                                     "web-03": now - timedelta(minutes=5)})
-    answer = client.get("/api/v1/hosts").get_json()
+    answer = client.get("/api/v1/hosts", headers=read()).get_json()
     assert [(h["host"], h["status"]) for h in answer["hosts"]] == \
         [("web-01", "ok"), ("web-02", "stale"), ("web-03", "down")]
     assert answer["hosts"][2]["last_seen"].endswith("Z")
 
 
 def test_hosts_empty_is_a_list(client: FlaskClient) -> None:
-    assert client.get("/api/v1/hosts").get_json() == {"hosts": []}
+    assert client.get("/api/v1/hosts", headers=read()).get_json() == {"hosts": []}
 
 
 def test_hosts_503_when_the_store_is_down(client: FlaskClient, repos: FakeRepositories) -> None:
     repos.down = True
-    response = client.get("/api/v1/hosts")
+    response = client.get("/api/v1/hosts", headers=read())
     assert (response.status_code, response.get_json()) == (503, {"error": "storage unavailable"})
 
 
@@ -85,7 +90,7 @@ def test_alerts_in_the_spec_shape_in_rule_order(repos: FakeRepositories) -> None
                    "firing"),
         AlertState("gone", "web-01", {}, "firing", 1.0, since, updated),
     ], [], [], [RULES[0].key, RULES[1].key, "gone"])
-    answer = client_for(repos, alert_rules=RULES).get("/api/v1/alerts").get_json()
+    answer = client_for(repos, alert_rules=RULES).get("/api/v1/alerts", headers=read()).get_json()
     assert [(a["host"], a["state"]) for a in answer["alerts"]] == \
         [("web-01", "firing"), ("web-02", "ok"), ("db-01", "pending")]
     first = answer["alerts"][0]
@@ -97,7 +102,7 @@ def test_alerts_in_the_spec_shape_in_rule_order(repos: FakeRepositories) -> None
 
 
 def test_alerts_without_rules(client: FlaskClient) -> None:
-    assert client.get("/api/v1/alerts").get_json() == {"alerts": []}
+    assert client.get("/api/v1/alerts", headers=read()).get_json() == {"alerts": []}
 
 
 # --- /metrics -----------------------------------------------------------------------------------
@@ -115,7 +120,7 @@ def test_exposition_shows_the_newest_point_of_every_series(repos: FakeRepositori
     store(repos, "web-02", ("cpu.usage_pct", 50.0, {"core": "total"}))
     store(repos, "old-01", ("cpu.usage_pct", 1.0, {"core": "total"}),
           time=NOW - timedelta(hours=1))  # past the exposition window
-    response = client_for(repos).get("/metrics")
+    response = client_for(repos).get("/metrics", headers=read())
     assert response.status_code == 200
     assert response.content_type == "text/plain; version=0.0.4; charset=utf-8"
     parsed = families(response.get_data(as_text=True))
@@ -131,7 +136,7 @@ def test_exposition_shows_the_newest_point_of_every_series(repos: FakeRepositori
 
 def test_exposition_escapes_label_values(repos: FakeRepositories) -> None:
     store(repos, "web-01", ("disk.used_pct", 1.0, {"mount": 'C:\\ "quoted"\nline'}))
-    parsed = families(client_for(repos).get("/metrics").get_data(as_text=True))
+    parsed = families(client_for(repos).get("/metrics", headers=read()).get_data(as_text=True))
     assert parsed["miniobserv_disk_used_pct"].samples[0].labels["mount"] == \
         'C:\\ "quoted"\nline'
 
@@ -151,7 +156,7 @@ def test_own_counters_and_latency_histograms(client: FlaskClient, tokens: Tokens
                                            "level": "info", "message": "hi"}]}
     assert client.post("/api/v1/logs", json=logs, headers=auth).status_code == 202
     client.get("/healthz")
-    parsed = families(client.get("/metrics").get_data(as_text=True))
+    parsed = families(client.get("/metrics", headers=read()).get_data(as_text=True))
     value = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for f in parsed.values() for s in f.samples}
     assert value[("miniobserv_ingested_points_total", ())] == 6
@@ -171,18 +176,27 @@ def test_own_counters_and_latency_histograms(client: FlaskClient, tokens: Tokens
 # --- auth and the switches --------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", DASHBOARD_ENDPOINTS)
-def test_dashboard_endpoints_are_public_by_default(repos: FakeRepositories, path: str) -> None:
-    assert client_for(repos).get(path).status_code == 200
-
-
-@pytest.mark.parametrize("path", DASHBOARD_ENDPOINTS)
-def test_dashboard_auth_token_requires_a_read_token(repos: FakeRepositories, tokens: Tokens,
-                                                    path: str) -> None:
-    client = client_for(repos, dashboard_auth="token")
+def test_data_endpoints_need_a_read_token_by_default(repos: FakeRepositories, tokens: Tokens,
+                                                     path: str) -> None:
+    client = client_for(repos)
     response = client.get(path)
     assert (response.status_code, response.get_json()) == (401, {"error": "unauthorized"})
     assert client.get(path, headers=tokens.auth("ingest")).status_code == 403
     assert client.get(path, headers=tokens.auth("read")).status_code == 200
+
+
+@pytest.mark.parametrize("path", [p for p in DASHBOARD_ENDPOINTS
+                                  if p != "/metrics" and "/logs" not in p])
+def test_dashboard_auth_none_opens_the_dashboard_data(repos: FakeRepositories,
+                                                      path: str) -> None:
+    assert client_for(repos, dashboard_auth="none").get(path).status_code == 200
+
+
+def test_metrics_auth_none_opens_only_metrics(repos: FakeRepositories) -> None:
+    client = client_for(repos, metrics_auth="none")
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/api/v1/hosts").status_code == 401
+    assert client_for(repos, dashboard_auth="none").get("/metrics").status_code == 401
 
 
 def test_the_page_loads_without_a_token_so_it_can_ask_for_one(repos: FakeRepositories) -> None:
@@ -216,6 +230,14 @@ def test_dashboard_disabled_removes_the_page_and_its_data(repos: FakeRepositorie
     assert "/api/v1/hosts" in paths
 
 
+def test_dashboard_disabled_keeps_hosts_and_alerts_behind_a_read_token(
+        repos: FakeRepositories, tokens: Tokens) -> None:
+    client = client_for(repos, dashboard_enabled=False, dashboard_auth="none")
+    for path in ("/api/v1/hosts", "/api/v1/alerts"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=tokens.auth("read")).status_code == 200
+
+
 # --- the dashboard's data endpoints ------------------------------------------------------------
 
 def test_latest_of_a_host_is_the_newest_point(client: FlaskClient,
@@ -224,7 +246,7 @@ def test_latest_of_a_host_is_the_newest_point(client: FlaskClient,
     store(repos, "web-01", ("mem.used_pct", 20.0, {}), time=NOW - timedelta(minutes=1))
     store(repos, "web-02", ("mem.used_pct", 30.0, {}))
     since = (NOW - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    answer = client.get(f"/api/v1/dashboard/latest?host=web-01&from={since}").get_json()
+    answer = client.get(f"/api/v1/dashboard/latest?host=web-01&from={since}", headers=read()).get_json()
     assert [(s["name"], s["value"]) for s in answer["series"]] == [("mem.used_pct", 20.0)]
 
 
@@ -232,18 +254,18 @@ def test_latest_of_a_host_is_the_newest_point(client: FlaskClient,
     ("from=2026-01-01T00:00:00Z", "host"), ("host=web-01", "from"),
     ("host=web-01&from=yesterday", "from"), ("host=%20&from=2026-01-01T00:00:00Z", "host")])
 def test_latest_parameters(client: FlaskClient, query: str, field: str) -> None:
-    response = client.get(f"/api/v1/dashboard/latest?{query}")
+    response = client.get(f"/api/v1/dashboard/latest?{query}", headers=read())
     assert response.status_code == 400
     assert response.get_json()["error"].startswith(f"{field}: ")
 
 
 def test_dashboard_query_and_logs_validate_like_the_api(client: FlaskClient,
                                                         repos: FakeRepositories) -> None:
-    assert client.get("/api/v1/dashboard/query?host=web-01").get_json() == \
+    assert client.get("/api/v1/dashboard/query?host=web-01", headers=read()).get_json() == \
         {"error": "name: is required"}
-    assert client.get("/api/v1/dashboard/logs?limit=-1").status_code == 400
+    assert client.get("/api/v1/dashboard/logs?limit=-1", headers=read()).status_code == 400
     repos.logs.insert_batch(LogBatch("web-01", [LogEntry(NOW, "web-01", "warn", "disk slow")]))
-    entries = client.get("/api/v1/dashboard/logs?host=web-01").get_json()["entries"]
+    entries = client.get("/api/v1/dashboard/logs?host=web-01", headers=read()).get_json()["entries"]
     assert [(e["level"], e["message"]) for e in entries] == [("warn", "disk slow")]
 
 

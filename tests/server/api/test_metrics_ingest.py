@@ -135,7 +135,7 @@ def test_reused_batch_id_from_another_host_is_409(client: FlaskClient, tokens: T
     assert error_of(response, 409) == "batch_id: already used for a different batch"
     assert [m.host for m in repos.metrics.stored()] == ["h1"]
     assert str(batch_id) in caplog.text
-    exposition = client.get("/metrics").get_data(as_text=True)
+    exposition = client.get("/metrics", headers=tokens.auth("read")).get_data(as_text=True)
     assert 'miniobserv_rejected_batches_total{kind="metrics",status="409"} 1.0' in exposition
 
 

@@ -256,6 +256,7 @@ class ServerConfig:
     dashboard_auth: str = "none"
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
+    max_query_points: int = 100_000  # points one metric query may answer, over all series
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -299,6 +300,8 @@ class ServerConfig:
             dashboard_auth=env.choice("DASHBOARD_AUTH", cls.dashboard_auth, ("none", "token")),
             max_body_bytes=env.size("MAX_BODY_BYTES", cls.max_body_bytes, 1 << 10, 1 << 30),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            max_query_points=env.integer("MAX_QUERY_POINTS", cls.max_query_points, 1_000,
+                                         10_000_000),
         )
 
     @property

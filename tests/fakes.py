@@ -118,6 +118,15 @@ class FakeMetricsRepository:
         return [Series(labels={query.group_by: value}, points=_bucketed(groups[value], query))
                 for value in sorted(groups)]
 
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """Distinct ``group_by`` values of the matching points, at most ``limit``."""
+        self._check_up()
+        if query.group_by is None:
+            return 1
+        values = {row.metric.labels[query.group_by] for row in self.rows
+                  if _matches(row.metric, query)}
+        return min(len(values), limit)
+
     def hosts(self) -> list[str]:
         self._check_up()
         return sorted(self.host_names)

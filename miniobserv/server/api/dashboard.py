@@ -18,7 +18,7 @@ from miniobserv.errors import ValidationError
 from miniobserv.model import check_host, format_time, parse_time
 from miniobserv.server.api import logs, metrics, openapi
 from miniobserv.server.api.auth import require_dashboard
-from miniobserv.server.api.context import current_repos
+from miniobserv.server.api.context import current_config, current_repos
 from miniobserv.server.api.errors import ApiError
 from miniobserv.server.api.fleet import DASHBOARD_NOTE, DASHBOARD_SECURITY
 
@@ -51,7 +51,7 @@ def asset(name: str) -> Response:
 def query() -> Response:
     """``/api/v1/metrics/query`` for the page."""
     store = current_repos().metrics
-    metric_query = metrics.parse_metric_query(request.args, store.serves_from_rollup)
+    metric_query = metrics.checked_query(request.args, store, current_config().max_query_points)
     return jsonify(metrics.query_answer(metric_query, store.query(metric_query)))
 
 

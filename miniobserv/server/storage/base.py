@@ -112,6 +112,15 @@ class MetricsRepository(Protocol):
         """
         ...
 
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """How many series ``query`` answers with its ``group_by``, counting at most ``limit``.
+
+        The distinct values of the ``group_by`` label among the points of host, name and
+        label filters in ``[start, end]``, read without the points (``LIMIT limit``), so that
+        the API can refuse a query too large before running it. 1 without ``group_by``.
+        """
+        ...
+
     def hosts(self) -> list[str]:
         """Every host that ever sent an accepted batch, sorted."""
         ...

@@ -61,6 +61,8 @@ _LAST = """SELECT series, bucket, value FROM (
     WHERE rank = 1 ORDER BY series, bucket"""
 _VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
     FROM metrics WHERE {where} ORDER BY series, bucket, value"""
+_COUNT_SERIES = """SELECT count(*) FROM (
+    SELECT DISTINCT json_extract(labels, :group) FROM metrics WHERE {where} LIMIT :limit)"""
 _INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (?, ?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
@@ -252,6 +254,19 @@ class SQLiteMetrics:
             template = _LAST if query.agg == "last" else _AGGREGATED
             statement = template.format(aggregate=AGGREGATE_SQL[query.agg], **parts)
             return to_series(conn.execute(statement, params).fetchall(), query.group_by)
+
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """Distinct ``group_by`` values of the matching points, at most ``limit``."""
+        if query.group_by is None:
+            return 1
+        if not all(is_label_key(key) for key, _ in query.labels) or \
+                not is_label_key(query.group_by):
+            return 0
+        where, params = _where(query)
+        with self._db.read() as conn:
+            row = conn.execute(_COUNT_SERIES.format(where=where),
+                               {**params, "limit": limit}).fetchone()
+        return int(row[0])
 
     def hosts(self) -> list[str]:
         """Every host that sent an accepted batch, in code-point order."""

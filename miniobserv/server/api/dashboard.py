@@ -10,12 +10,13 @@ each series of a host, which is the current value the page shows.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from miniobserv.errors import ValidationError
-from miniobserv.model import check_host, format_time, parse_time
+from miniobserv.model import MAX_FUTURE, check_host, format_time
 from miniobserv.server.api import logs, metrics, openapi
 from miniobserv.server.api.auth import require_dashboard
 from miniobserv.server.api.context import current_config, current_repos
@@ -73,11 +74,22 @@ def latest() -> Response:
     since_text = request.args.get("from")
     if since_text is None:
         raise ValidationError("from", "is required")
-    since = parse_time(since_text, "from")
+    since = check_since(metrics.parse_query_time(since_text, "from"), datetime.now(UTC))
     values = current_repos().fleet.latest(since, host=check_host(host))
     return jsonify(host=host, series=[
         {"name": v.name, "labels": dict(v.labels), "time": format_time(v.time),
          "value": v.value} for v in values])
+
+
+def check_since(since: datetime, now: datetime) -> datetime:
+    """``since`` when ``[since, now]`` is a range the query API allows (at most MAX_RANGE,
+    and ``since`` not past the clock-skew guard); else ValidationError naming ``from``."""
+    if since < now - metrics.MAX_RANGE:
+        raise ValidationError("from", f"must be at most {metrics.MAX_RANGE.days} days ago")
+    if since > now + MAX_FUTURE:
+        raise ValidationError("from", f"must not be more than "
+                                      f"{MAX_FUTURE.seconds // 60} minutes in the future")
+    return since
 
 
 # --- the OpenAPI description ---------------------------------------------------------------
@@ -124,7 +136,8 @@ openapi.add_operation("/api/v1/dashboard/latest", "get", {
     "summary": "The newest point of every series of one host", "tags": ["dashboard"],
     "security": DASHBOARD_SECURITY, "x-dashboard-auth": True, "description": DASHBOARD_NOTE,
     "parameters": [openapi.query_param("host", "Host name", {"type": "string"}, required=True),
-                   openapi.query_param("from", "Only series with a point since then",
-                                       openapi.TIME, required=True)],
+                   openapi.query_param("from", "Only series with a point since then; at "
+                                               "most 30 days ago", openapi.TIME,
+                                       required=True)],
     "responses": {"200": openapi.response("Series sorted by name and labels", "LatestValues"),
                   **openapi.errors("400", "401", "403", "503")}})

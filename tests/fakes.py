@@ -34,6 +34,7 @@ from miniobserv.server.storage.base import (
     Series,
     StorageError,
     StorageUnavailable,
+    log_page,
 )
 from miniobserv.server.storage.claims import BatchClaim, logs_claim, metrics_claim
 from miniobserv.server.storage.fleet_common import (
@@ -261,9 +262,7 @@ class FakeLogsRepository:
     def query(self, query: LogQuery) -> LogPage:
         """Newest first by id, at most ``limit``; ``next_cursor`` when more match."""
         self._check_up()
-        matching = [row for row in reversed(self.rows) if _log_matches(row, query)]
-        page = matching[:query.limit]
-        return LogPage(page, page[-1].id if len(matching) > query.limit else None)
+        return log_page((row for row in reversed(self.rows) if _log_matches(row, query)), query)
 
     def stored(self) -> list[LogRecord]:
         """Everything stored, in insertion order (for assertions)."""

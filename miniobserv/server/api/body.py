@@ -47,8 +47,11 @@ def read_limited(stream: IO[bytes], limit: int) -> bytes:
 class Decompressor(Protocol):
     """The part of ``zlib.decompressobj()`` that :func:`gunzip_limited` uses."""
 
-    eof: bool
-    unused_data: bytes
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
 
     def decompress(self, data: bytes | memoryview, max_length: int = 0) -> bytes: ...
 

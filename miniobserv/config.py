@@ -261,6 +261,7 @@ class ServerConfig:
     metrics_auth: str = "token"
     token_max_ttl: timedelta = DEFAULT_TOKEN_MAX_TTL
     read_secret: str | None = field(default=None, repr=False)
+    max_query_points: int = 100_000  # points one metric query may answer, over all series
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -307,6 +308,8 @@ class ServerConfig:
             metrics_auth=env.choice("METRICS_AUTH", cls.metrics_auth, ("none", "token")),
             token_max_ttl=_token_max_ttl(env),
             read_secret=_read_secret(env),
+            max_query_points=env.integer("MAX_QUERY_POINTS", cls.max_query_points, 1_000,
+                                         10_000_000),
         )
 
     @property

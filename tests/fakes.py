@@ -34,6 +34,7 @@ from miniobserv.server.storage.base import (
     Series,
     StorageError,
     StorageUnavailable,
+    log_page,
 )
 from miniobserv.server.storage.claims import BatchClaim, logs_claim, metrics_claim
 from miniobserv.server.storage.fleet_common import (
@@ -117,6 +118,15 @@ class FakeMetricsRepository:
             return [Series(labels={}, points=_bucketed(groups.get("", []), query))]
         return [Series(labels={query.group_by: value}, points=_bucketed(groups[value], query))
                 for value in sorted(groups)]
+
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """Distinct ``group_by`` values of the matching points, at most ``limit``."""
+        self._check_up()
+        if query.group_by is None:
+            return 1
+        values = {row.metric.labels[query.group_by] for row in self.rows
+                  if _matches(row.metric, query)}
+        return min(len(values), limit)
 
     def hosts(self) -> list[str]:
         self._check_up()
@@ -252,9 +262,7 @@ class FakeLogsRepository:
     def query(self, query: LogQuery) -> LogPage:
         """Newest first by id, at most ``limit``; ``next_cursor`` when more match."""
         self._check_up()
-        matching = [row for row in reversed(self.rows) if _log_matches(row, query)]
-        page = matching[:query.limit]
-        return LogPage(page, page[-1].id if len(matching) > query.limit else None)
+        return log_page((row for row in reversed(self.rows) if _log_matches(row, query)), query)
 
     def stored(self) -> list[LogRecord]:
         """Everything stored, in insertion order (for assertions)."""

@@ -434,3 +434,14 @@ def test_json_nested_too_deeply(variable: str) -> None:
     assert refused(server, **{variable: deep}) == f"{variable} is not valid JSON: nested too deeply"
     digits = "[" + "9" * 5000 + "]"  # past int()'s digit limit: the decoder's ValueError
     assert refused(server, **{variable: digits}).startswith(f"{variable} is not valid JSON: ")
+
+
+def test_max_query_points_default_and_bounds() -> None:
+    assert server().max_query_points == 100_000
+    assert server(MAX_QUERY_POINTS="1000").max_query_points == 1000
+    assert server(MAX_QUERY_POINTS="10000000").max_query_points == 10_000_000
+    assert refused(server, MAX_QUERY_POINTS="999") == \
+        "MAX_QUERY_POINTS=999 is out of bounds: 1000 to 10000000"
+    assert refused(server, MAX_QUERY_POINTS="10000001").startswith("MAX_QUERY_POINTS=")
+    assert refused(server, MAX_QUERY_POINTS="many") == \
+        "MAX_QUERY_POINTS='many' is not an integer (1000 to 10000000)"

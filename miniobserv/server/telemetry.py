@@ -10,6 +10,9 @@ the values stay in memory.
 
 Counted: every request by method, route and status, with its latency; accepted batches
 with their points or entries; batches refused (400, 409, 413, 415) by kind and status.
+Every label value comes from a closed set, so no request can add a series: a method outside
+METHODS counts as ``other``, a path no route matches as ``(unmatched)``, a status outside
+100-599 as ``other``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ EXTENSION_KEY = "miniobserv.telemetry"
 INGEST_PATHS = {"/api/v1/metrics": "metrics", "/api/v1/logs": "logs"}
 REJECTED_STATUSES = frozenset({400, 409, 413, 415})
 MULTIPROCESS_PREFIX = "miniobserv-prometheus-"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER = "other"
 
 # No ``*_created`` sample beside every counter and histogram (prometheus_client's default in
 # one process; multiprocess mode has none): one series per value, in every mode.
@@ -85,10 +90,11 @@ class Telemetry:
 
     def _observe(self, response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        method = method_label(request.method)
+        self.requests.labels(method, route, status_label(response.status_code)).inc()
         started = g.get("telemetry_started")
         if started is not None:
-            self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+            self.latency.labels(method, route).observe(time.perf_counter() - started)
         kind = INGEST_PATHS.get(request.path) if request.method == "POST" else None
         if kind is not None:
             self._count_batch(kind, response)
@@ -102,6 +108,16 @@ class Telemetry:
             (self.points if kind == "metrics" else self.entries).inc(count)
         elif response.status_code in REJECTED_STATUSES:
             self.rejected.labels(kind, str(response.status_code)).inc()
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label: a standard method, else ``other`` (any token is a method)."""
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    """The ``status`` label: the code when it is a real HTTP status, else ``other``."""
+    return str(status) if 100 <= status <= 599 else OTHER
 
 
 def _start_timer() -> None:

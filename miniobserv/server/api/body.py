@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, Protocol
 
 from flask import request
 
@@ -17,6 +18,7 @@ from miniobserv.config import excerpt
 from miniobserv.server.api.errors import ApiError, bad_request
 
 READ_CHUNK = 64 * 1024
+FIRST_SLICE = 64  # a member's first slice of input; each further one doubles
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no raw deflate or zlib
 
 
@@ -42,25 +44,71 @@ def read_limited(stream: IO[bytes], limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """Decompress gzip ``data`` (one or more members); 413 past ``limit``, 400 when corrupt."""
+class Decompressor(Protocol):
+    """The part of ``zlib.decompressobj()`` that :func:`gunzip_limited` uses."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes | memoryview, max_length: int = 0) -> bytes: ...
+
+
+def new_gzip_decompressor() -> Decompressor:
+    return zlib.decompressobj(GZIP_WBITS)
+
+
+def gunzip_limited(data: bytes, limit: int,
+                   decompressor: Callable[[], Decompressor] = new_gzip_decompressor) -> bytes:
+    """Decompress gzip ``data`` (one or more members); 413 past ``limit``, 400 when corrupt.
+
+    Linear in ``len(data)``: each member is fed slices of a memoryview that start small and
+    double (up to READ_CHUNK), so the input a member leaves unused, which zlib copies into
+    ``unused_data``, is at most one slice, never the rest of the body. ``decompressor``
+    makes a new one per member (tests count the bytes handed to it).
+    """
+    view = memoryview(data)
     out: list[bytes] = []
-    total = 0
+    offset = total = 0
     while True:
-        decompressor = zlib.decompressobj(GZIP_WBITS)
-        try:
-            piece = decompressor.decompress(data, limit + 1 - total)
-        except zlib.error:
-            raise bad_request("body", "is not valid gzip") from None
+        piece, offset = _member(view, offset, limit + 1 - total, decompressor())
         total += len(piece)
         if total > limit:
             raise too_large(limit)
-        if not decompressor.eof:
-            raise bad_request("body", "gzip data is truncated")
         out.append(piece)
-        data = decompressor.unused_data
-        if not data.strip(b"\x00"):  # trailing zero padding is tolerated, as by gzip(1)
+        if offset == len(view):
             return b"".join(out)
+        if view[offset] == 0:  # trailing zero padding is tolerated, as by gzip(1)
+            if not view[offset:].tobytes().strip(b"\x00"):
+                return b"".join(out)
+            raise bad_request("body", "is not valid gzip")
+
+
+def _member(view: memoryview, offset: int, room: int,
+            decompressor: Decompressor) -> tuple[bytes, int]:
+    """Decompress the member starting at ``offset``: its output and the offset after it.
+
+    Stops early, with the output so far, once ``room`` bytes came out (the caller's 413).
+    """
+    pieces: list[bytes] = []
+    step = FIRST_SLICE
+    while not decompressor.eof:
+        if offset >= len(view):
+            raise bad_request("body", "gzip data is truncated")
+        chunk = view[offset:offset + step]
+        try:
+            piece = decompressor.decompress(chunk, room)
+        except zlib.error:
+            raise bad_request("body", "is not valid gzip") from None
+        pieces.append(piece)
+        room -= len(piece)
+        if room <= 0:
+            break
+        offset += len(chunk) - len(decompressor.unused_data)
+        step = min(step * 2, READ_CHUNK)
+    return b"".join(pieces), offset
 
 
 def _reject_constant(name: str) -> Any:

@@ -10,15 +10,16 @@ each series of a host, which is the current value the page shows.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from miniobserv.errors import ValidationError
-from miniobserv.model import check_host, format_time, parse_time
+from miniobserv.model import MAX_FUTURE, check_host, format_time
 from miniobserv.server.api import logs, metrics, openapi
 from miniobserv.server.api.auth import READ, require, require_dashboard
-from miniobserv.server.api.context import current_repos
+from miniobserv.server.api.context import current_config, current_repos
 from miniobserv.server.api.errors import ApiError
 from miniobserv.server.api.fleet import DASHBOARD_AUTH, DASHBOARD_NOTE
 
@@ -51,7 +52,7 @@ def asset(name: str) -> Response:
 def query() -> Response:
     """``/api/v1/metrics/query`` for the page."""
     store = current_repos().metrics
-    metric_query = metrics.parse_metric_query(request.args, store.serves_from_rollup)
+    metric_query = metrics.checked_query(request.args, store, current_config().max_query_points)
     return jsonify(metrics.query_answer(metric_query, store.query(metric_query)))
 
 
@@ -73,11 +74,22 @@ def latest() -> Response:
     since_text = request.args.get("from")
     if since_text is None:
         raise ValidationError("from", "is required")
-    since = parse_time(since_text, "from")
+    since = check_since(metrics.parse_query_time(since_text, "from"), datetime.now(UTC))
     values = current_repos().fleet.latest(since, host=check_host(host))
     return jsonify(host=host, series=[
         {"name": v.name, "labels": dict(v.labels), "time": format_time(v.time),
          "value": v.value} for v in values])
+
+
+def check_since(since: datetime, now: datetime) -> datetime:
+    """``since`` when ``[since, now]`` is a range the query API allows (at most MAX_RANGE,
+    and ``since`` not past the clock-skew guard); else ValidationError naming ``from``."""
+    if since < now - metrics.MAX_RANGE:
+        raise ValidationError("from", f"must be at most {metrics.MAX_RANGE.days} days ago")
+    if since > now + MAX_FUTURE:
+        raise ValidationError("from", f"must not be more than "
+                                      f"{MAX_FUTURE.seconds // 60} minutes in the future")
+    return since
 
 
 # --- the OpenAPI description ---------------------------------------------------------------
@@ -110,7 +122,8 @@ openapi.add_operation("/dashboard/{name}", "get", {
         "404": openapi.response("No such asset")}})
 openapi.add_operation("/api/v1/dashboard/query", "get", {
     "summary": "The page's metric queries: /api/v1/metrics/query", "tags": ["dashboard"],
-    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH, "description": DASHBOARD_NOTE,
+    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH,
+    "description": DASHBOARD_NOTE,
     "parameters": openapi.METRIC_QUERY_PARAMS,
     "responses": {"200": openapi.response("As /api/v1/metrics/query", "MetricQueryResult"),
                   **openapi.errors("400", "401", "403", "503")}})
@@ -124,9 +137,11 @@ openapi.add_operation("/api/v1/dashboard/logs", "get", {
                   **openapi.errors("400", "401", "403", "503")}})
 openapi.add_operation("/api/v1/dashboard/latest", "get", {
     "summary": "The newest point of every series of one host", "tags": ["dashboard"],
-    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH, "description": DASHBOARD_NOTE,
+    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH,
+    "description": DASHBOARD_NOTE,
     "parameters": [openapi.query_param("host", "Host name", {"type": "string"}, required=True),
-                   openapi.query_param("from", "Only series with a point since then",
-                                       openapi.TIME, required=True)],
+                   openapi.query_param("from", "Only series with a point since then; at "
+                                               "most 30 days ago", openapi.TIME,
+                                       required=True)],
     "responses": {"200": openapi.response("Series sorted by name and labels", "LatestValues"),
                   **openapi.errors("400", "401", "403", "503")}})

@@ -43,6 +43,9 @@ bp = Blueprint("logs", __name__, url_prefix="/api/v1/logs")
 
 MAX_CURSOR = 2**63 - 1  # ids are 64-bit integers on every store
 MAX_SEARCH_LEN = MAX_MESSAGE_BYTES  # a longer needle could match no message
+# PostgreSQL's trigram index serves a substring of 3 characters or more; a shorter one would
+# scan every message, so no store is asked for it.
+MIN_SEARCH_LEN = 3
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
@@ -114,6 +117,9 @@ def _search(given: dict[str, str]) -> str | None:
         raise ValidationError(key, f"must be at most {MAX_SEARCH_LEN} characters")
     if "\x00" in text:
         raise ValidationError(key, "must not contain NUL characters")
+    if len(text) < MIN_SEARCH_LEN:
+        raise ValidationError(key, f"must be at least {MIN_SEARCH_LEN} characters (a shorter "
+                                   "text cannot use the search index)")
     return text
 
 
@@ -203,8 +209,11 @@ LOG_QUERY_PARAMS: list[Json] = [
     openapi.query_param("q", "Case-insensitive literal substring of the message (% and _ "
                              "match themselves). ASCII letters fold on every store; other "
                              "letters only on PostgreSQL under a non-C locale",
-                        {"type": "string", "maxLength": MAX_SEARCH_LEN}),
-    openapi.query_param("search", "Another name for q", {"type": "string"}),
+                        {"type": "string", "minLength": MIN_SEARCH_LEN,
+                         "maxLength": MAX_SEARCH_LEN}),
+    openapi.query_param("search", "Another name for q",
+                        {"type": "string", "minLength": MIN_SEARCH_LEN,
+                         "maxLength": MAX_SEARCH_LEN}),
     openapi.query_param("limit", f"Page size; 0 means the default, above {MAX_LOG_LIMIT} is "
                                  f"clamped to {MAX_LOG_LIMIT}",
                         {"type": "integer", "minimum": 0, "default": DEFAULT_LOG_LIMIT}),

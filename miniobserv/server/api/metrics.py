@@ -23,7 +23,15 @@ from miniobserv.model import (
 from miniobserv.server.api.auth import INGEST, READ, require
 from miniobserv.server.api.body import read_json_body
 from miniobserv.server.api.context import current_config, current_repos
-from miniobserv.server.storage.base import AGGREGATES, BUCKETS, MetricQuery, Point, Series
+from miniobserv.server.storage.base import (
+    AGGREGATES,
+    BUCKETS,
+    MetricQuery,
+    MetricsRepository,
+    Point,
+    Series,
+    to_micros,
+)
 
 bp = Blueprint("metrics", __name__, url_prefix="/api/v1/metrics")
 
@@ -33,6 +41,7 @@ MAX_RANGE = timedelta(days=30)
 MAX_ROLLUP_RANGE = timedelta(days=400)
 DEFAULT_BUCKET = "1m"
 DEFAULT_AGG = "avg"
+MAX_GROUP_SERIES = 1000  # series one group_by query may answer
 
 
 @bp.post("")
@@ -50,7 +59,7 @@ def ingest() -> tuple[Response, int]:
 def query() -> Response:
     """Bucketed points of one series, or one series per value of ``group_by``."""
     metrics = current_repos().metrics
-    metric_query = parse_metric_query(request.args, metrics.serves_from_rollup)
+    metric_query = checked_query(request.args, metrics, current_config().max_query_points)
     series = metrics.query(metric_query)
     return jsonify(query_answer(metric_query, series))
 
@@ -102,6 +111,49 @@ def parse_metric_query(args: MultiDict[str, str],
                         group_by=_group_by(args.get("group_by")))
     check_range(query, serves_from_rollup)
     return query
+
+
+def checked_query(args: MultiDict[str, str], store: MetricsRepository,
+                  max_points: int) -> MetricQuery:
+    """:func:`parse_metric_query`, then :func:`check_cost` against ``store``."""
+    query = parse_metric_query(args, store.serves_from_rollup)
+    check_cost(query, store, max_points)
+    return query
+
+
+def bucket_count(query: MetricQuery) -> int:
+    """The epoch-aligned buckets ``[start, end]`` touches (the first may start before it)."""
+    width = query.bucket_seconds * 1_000_000
+    return to_micros(query.end) // width - to_micros(query.start) // width + 1
+
+
+def check_cost(query: MetricQuery, store: MetricsRepository, max_points: int) -> None:
+    """Refuse, before it runs, a query that could answer more than ``max_points`` points.
+
+    At most buckets × series points: the buckets follow from the range, the series are one
+    without ``group_by`` and, with it, counted by the store (at most MAX_GROUP_SERIES + 1,
+    without reading points). ValidationError names ``group_by`` past MAX_GROUP_SERIES
+    series, else ``bucket``, with the number of points.
+    """
+    buckets = bucket_count(query)
+    if buckets > max_points:
+        raise _too_many_points(buckets, max_points)
+    if query.group_by is None:
+        return
+    series = store.count_series(query, MAX_GROUP_SERIES + 1)
+    if series > MAX_GROUP_SERIES:
+        raise ValidationError("group_by", f"the query would return more than "
+                                          f"{MAX_GROUP_SERIES} series (at least "
+                                          f"{series * buckets} points); at most "
+                                          f"{MAX_GROUP_SERIES} series: add label filters")
+    if series * buckets > max_points:
+        raise _too_many_points(series * buckets, max_points)
+
+
+def _too_many_points(points: int, max_points: int) -> ValidationError:
+    return ValidationError("bucket", f"the query would return up to {points} points "
+                                     f"(buckets × series), more than MAX_QUERY_POINTS="
+                                     f"{max_points}: use a larger bucket or a shorter range")
 
 
 def check_range(query: MetricQuery,

@@ -20,7 +20,8 @@ __all__ = ["is_postgres_url", "open_repositories", "sync_retention"]
 def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepositories:
     """Open the store of ``config.database_url`` (``postgresql://``, ``sqlite:///path``).
 
-    PostgreSQL queries are cut after ``REQUEST_TIMEOUT`` (its ``statement_timeout``).
+    Queries are cut after ``REQUEST_TIMEOUT``: PostgreSQL's ``statement_timeout``, a
+    progress handler on SQLite.
     Does not wait for the database: a PostgreSQL server that is down makes queries raise
     StorageUnavailable (and ``/readyz`` answer 503) until it is back. Raises ValueError for
     any other kind of URL.
@@ -35,7 +36,7 @@ def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepo
     if url.startswith("sqlite:///"):
         from miniobserv.server.storage.sqlite import SQLiteRepositories
 
-        return SQLiteRepositories(url)
+        return SQLiteRepositories(url, statement_timeout=config.request_timeout)
     raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite:///")
 
 

@@ -7,7 +7,7 @@ PostgreSQL or SQLite implementation from the URL, and tests pass a fake.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -112,6 +112,15 @@ class MetricsRepository(Protocol):
         """
         ...
 
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """How many series ``query`` answers with its ``group_by``, counting at most ``limit``.
+
+        The distinct values of the ``group_by`` label among the points of host, name and
+        label filters in ``[start, end]``, read without the points (``LIMIT limit``), so that
+        the API can refuse a query too large before running it. 1 without ``group_by``.
+        """
+        ...
+
     def hosts(self) -> list[str]:
         """Every host that ever sent an accepted batch, sorted."""
         ...
@@ -124,6 +133,9 @@ class MetricsRepository(Protocol):
 
 DEFAULT_LOG_LIMIT = 100
 MAX_LOG_LIMIT = 1000
+# A page holds at most this much message text (UTF-8), whatever its limit: 1000 entries of
+# 64 KiB would be 64 MiB of answer. Always at least one entry, so paging always advances.
+MAX_LOG_PAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -146,10 +158,13 @@ class LogQuery:
     search: str | None = None
     limit: int = DEFAULT_LOG_LIMIT
     cursor: int | None = None
+    max_bytes: int = MAX_LOG_PAGE_BYTES  # of message text per page
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LOG_LIMIT:
             raise ValueError(f"limit must be 1 to {MAX_LOG_LIMIT}, not {self.limit}")
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {self.max_bytes}")
         if self.cursor is not None and self.cursor < 1:
             raise ValueError(f"cursor must be positive, not {self.cursor}")
         if self.level is not None and self.min_level is not None:
@@ -187,6 +202,25 @@ class LogPage(NamedTuple):
     next_cursor: int | None  # the last entry's id when more entries match, else None
 
 
+def log_page(records: Iterable[LogRecord], query: LogQuery) -> LogPage:
+    """The page of ``records`` (matching, newest first, ``query.limit + 1`` when more match).
+
+    Entries are taken while the page has fewer than ``query.limit`` and their messages fit
+    in ``query.max_bytes`` (the first always does); ``next_cursor`` is the last entry's id
+    when a matching entry was left out, so paging resumes without a skip or an overlap.
+    Reads ``records`` no further than the entry after the page.
+    """
+    entries: list[LogRecord] = []
+    size = 0
+    for record in records:
+        cost = len(record.message.encode())
+        if len(entries) == query.limit or (entries and size + cost > query.max_bytes):
+            return LogPage(entries, entries[-1].id)
+        entries.append(record)
+        size += cost
+    return LogPage(entries, None)
+
+
 class LogsRepository(Protocol):
     def insert_batch(self, batch: LogBatch) -> int:
         """Store the whole batch in one transaction, or nothing; return len(batch.entries).
@@ -200,7 +234,8 @@ class LogsRepository(Protocol):
         ...
 
     def query(self, query: LogQuery) -> LogPage:
-        """Matching entries by descending id (newest first), at most ``query.limit``.
+        """Matching entries by descending id (newest first), at most ``query.limit`` and,
+        past the first, at most ``query.max_bytes`` of message text (:func:`log_page`).
 
         Keyset paging: walking pages with ``cursor = next_cursor`` never returns an entry
         twice nor skips one, while entries stored after the walk began stay out of it (they

@@ -83,6 +83,9 @@ _ROLLUP_PART = """SELECT {series} AS series, bucket, {aggregate} AS value
     WHERE host = %(host)s AND name = %(name)s AND bucket >= %(first)s AND bucket < %(stop)s{filters}
     GROUP BY series, bucket"""
 _ORDER = " ORDER BY series, bucket"
+_COUNT_SERIES = """SELECT count(*) FROM (SELECT DISTINCT {series} FROM metrics
+    WHERE host = %(host)s AND name = %(name)s AND time >= %(start)s AND time <= %(end)s{filters}
+    LIMIT %(limit)s) AS distinct_series"""
 # The raw windows: the whole query, or the partial buckets before and after the rollup's.
 _WHOLE = sql.SQL("time >= %(start)s AND time <= %(end)s")
 _HEAD = sql.SQL("time >= %(start)s AND time < %(first)s")
@@ -195,6 +198,16 @@ class PostgresMetrics:
             self._rollups = None  # look again next time
             rows = self._fetch(*build_query(query))
         return to_series(rows, query.group_by)
+
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """Distinct ``group_by`` values of the matching raw points, at most ``limit``."""
+        if query.group_by is None:
+            return 1
+        params: dict[str, Any] = {"host": query.host, "name": query.name,
+                                  "start": query.start, "end": query.end, "limit": limit}
+        series, filters = _series_and_filters(query, params)
+        statement = sql.SQL(_COUNT_SERIES).format(series=series, filters=filters)
+        return int(self._fetch(statement, params)[0][0])
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
         """True when ``query`` is answered from a rollup: a ``1h``/``1d`` bucket, an aggregate

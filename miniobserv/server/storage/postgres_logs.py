@@ -10,14 +10,13 @@ database's ``LC_CTYPE`` (ASCII only under the C locale).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from miniobserv.model import LogBatch
-from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text
+from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text, log_page
 from miniobserv.server.storage.claims import logs_claim
 from miniobserv.server.storage.postgres import copy_batch, translate_errors
 
@@ -61,7 +60,7 @@ class PostgresLogs:
         statement, params = build_query(query)
         with translate_errors(), self._pool.connection() as conn:
             rows = conn.execute(statement, params).fetchall()
-        return to_page(rows, query.limit)
+        return log_page(map(_record, rows), query)
 
 
 def build_query(query: LogQuery) -> tuple[str, dict[str, Any]]:
@@ -80,10 +79,6 @@ def build_query(query: LogQuery) -> tuple[str, dict[str, Any]]:
     return statement, params
 
 
-def to_page(rows: Sequence[tuple[Any, ...]], limit: int) -> LogPage:
-    """Shape ``limit + 1`` rows at most into a page and its ``next_cursor``."""
-    entries = [LogRecord(id=row[0], time=row[1].astimezone(UTC), host=row[2], level=row[3],
-                         message=row[4], path=row[5], labels=row[6] or {})
-               for row in rows[:limit]]
-    more = len(rows) > limit
-    return LogPage(entries, entries[-1].id if more else None)
+def _record(row: tuple[Any, ...]) -> LogRecord:
+    return LogRecord(id=row[0], time=row[1].astimezone(UTC), host=row[2], level=row[3],
+                     message=row[4], path=row[5], labels=row[6] or {})

@@ -41,6 +41,7 @@ from miniobserv.server.storage.claims import BatchClaim, metrics_claim
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0  # a writer waits this long for another process's transaction
+PROGRESS_STEPS = 10_000  # virtual-machine steps between two looks at a read's deadline
 MAX_IDLE_CONNECTIONS = 8
 
 # The allowlist of aggregate SQL, keyed by base.AGGREGATES; None: computed in Python.
@@ -61,6 +62,8 @@ _LAST = """SELECT series, bucket, value FROM (
     WHERE rank = 1 ORDER BY series, bucket"""
 _VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
     FROM metrics WHERE {where} ORDER BY series, bucket, value"""
+_COUNT_SERIES = """SELECT count(*) FROM (
+    SELECT DISTINCT json_extract(labels, :group) FROM metrics WHERE {where} LIMIT :limit)"""
 _INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (?, ?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
@@ -126,9 +129,12 @@ def translate_errors() -> Iterator[None]:
 class SQLiteDatabase:
     """Connections to one SQLite file, handed out to one thread at a time."""
 
-    def __init__(self, path: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(self, path: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 statement_timeout: timedelta | None = None) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self.statement_timeout_s = None if statement_timeout is None else \
+            statement_timeout.total_seconds()
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -183,9 +189,28 @@ class SQLiteDatabase:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reading (each statement sees one consistent snapshot)."""
+        """A connection for reading (each statement sees one consistent snapshot).
+
+        SQLite has no statement_timeout: with ``statement_timeout`` (the server's
+        ``REQUEST_TIMEOUT``) a progress handler interrupts the block's statements past it,
+        and the block raises StorageUnavailable (503), as a PostgreSQL query cut by its
+        statement_timeout does. Writes (batches, state, retention) are never cut.
+        """
         with translate_errors(), self.connection() as conn:
-            yield conn
+            if self.statement_timeout_s is None:
+                yield conn
+                return
+            deadline = time.monotonic() + self.statement_timeout_s
+            conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+            try:
+                yield conn
+            except sqlite3.OperationalError as err:
+                if time.monotonic() <= deadline:
+                    raise
+                raise StorageUnavailable("canceling statement due to statement timeout "
+                                         "(REQUEST_TIMEOUT)") from err
+            finally:
+                conn.set_progress_handler(None, 0)
 
     def close(self) -> None:
         with self._lock:
@@ -253,6 +278,19 @@ class SQLiteMetrics:
             statement = template.format(aggregate=AGGREGATE_SQL[query.agg], **parts)
             return to_series(conn.execute(statement, params).fetchall(), query.group_by)
 
+    def count_series(self, query: MetricQuery, limit: int) -> int:
+        """Distinct ``group_by`` values of the matching points, at most ``limit``."""
+        if query.group_by is None:
+            return 1
+        if not all(is_label_key(key) for key, _ in query.labels) or \
+                not is_label_key(query.group_by):
+            return 0
+        where, params = _where(query)
+        with self._db.read() as conn:
+            row = conn.execute(_COUNT_SERIES.format(where=where),
+                               {**params, "limit": limit}).fetchone()
+        return int(row[0])
+
     def hosts(self) -> list[str]:
         """Every host that sent an accepted batch, in code-point order."""
         with self._db.read() as conn:
@@ -301,8 +339,9 @@ def to_series(rows: Iterable[tuple[str, int, float]], group_by: str | None) -> l
 class SQLiteRepositories:
     """Every SQLite repository of one process, sharing one :class:`SQLiteDatabase`."""
 
-    def __init__(self, database_url: str) -> None:
-        self.db = SQLiteDatabase(database_path(database_url))
+    def __init__(self, database_url: str, *, statement_timeout: timedelta | None = None) -> None:
+        self.db = SQLiteDatabase(database_path(database_url),
+                                 statement_timeout=statement_timeout)
         self.metrics = SQLiteMetrics(self.db)
         from miniobserv.server.storage.sqlite_fleet import SQLiteFleet  # imports this module
 

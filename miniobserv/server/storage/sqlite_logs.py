@@ -10,11 +10,17 @@ which is what PostgreSQL answers under the C locale.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from miniobserv.model import LogBatch
-from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text, to_micros
+from miniobserv.server.storage.base import (
+    LogPage,
+    LogQuery,
+    LogRecord,
+    labels_text,
+    log_page,
+    to_micros,
+)
 from miniobserv.server.storage.claims import logs_claim
 from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros, insert_batch
 
@@ -42,8 +48,11 @@ class SQLiteLogs:
         statement = f"{_SELECT}{where} ORDER BY id DESC LIMIT :limit"
         params["limit"] = query.limit + 1  # one more tells whether a next page exists
         with self._db.read() as conn:
-            rows = conn.execute(statement, params).fetchall()
-        return _page(rows, query.limit)
+            rows = conn.execute(statement, params)
+            try:  # read lazily, no further than the page's bounds
+                return log_page(map(_record, rows), query)
+            finally:
+                rows.close()  # ends the statement (and its read snapshot) at once
 
 
 def _where(query: LogQuery) -> tuple[str, dict[str, Any]]:
@@ -66,9 +75,6 @@ def _where(query: LogQuery) -> tuple[str, dict[str, Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _page(rows: Sequence[tuple[Any, ...]], limit: int) -> LogPage:
-    entries = [LogRecord(id=row[0], time=from_micros(row[1]), host=row[2], level=row[3],
-                         message=row[4], path=row[5], labels=json.loads(row[6]))
-               for row in rows[:limit]]
-    more = len(rows) > limit
-    return LogPage(entries, entries[-1].id if more else None)
+def _record(row: tuple[Any, ...]) -> LogRecord:
+    return LogRecord(id=row[0], time=from_micros(row[1]), host=row[2], level=row[3],
+                     message=row[4], path=row[5], labels=json.loads(row[6]))

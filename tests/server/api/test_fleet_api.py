@@ -26,7 +26,7 @@ NOW = datetime.now(UTC)
 DASHBOARD_DATA = ["/api/v1/dashboard/query?host=web-01&name=mem.used_pct"
                   "&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
                   "/api/v1/dashboard/logs", "/api/v1/dashboard/latest?host=web-01"
-                  "&from=2026-01-01T00:00:00Z"]
+                  f"&from={(NOW - timedelta(hours=1)).strftime('%Y-%m-%dT%H:%M:%SZ')}"]
 DASHBOARD_ENDPOINTS = ["/api/v1/hosts", "/api/v1/alerts", "/metrics", *DASHBOARD_DATA]
 
 
@@ -252,7 +252,8 @@ def test_latest_of_a_host_is_the_newest_point(client: FlaskClient,
 
 @pytest.mark.parametrize(("query", "field"), [
     ("from=2026-01-01T00:00:00Z", "host"), ("host=web-01", "from"),
-    ("host=web-01&from=yesterday", "from"), ("host=%20&from=2026-01-01T00:00:00Z", "host")])
+    ("host=web-01&from=yesterday", "from"), ("host=web-01&from=1970-01-01T00:00:00Z", "from"),
+    (f"host=%20&from={NOW.strftime('%Y-%m-%dT%H:%M:%SZ')}", "host")])
 def test_latest_parameters(client: FlaskClient, query: str, field: str) -> None:
     response = client.get(f"/api/v1/dashboard/latest?{query}", headers=read())
     assert response.status_code == 400

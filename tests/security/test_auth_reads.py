@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,15 +20,18 @@ import pytest
 import requests
 
 from miniobserv.config import ServerConfig
+from miniobserv.model import format_time
 from miniobserv.server.exposure import gunicorn_binds, warn_if_exposed
 from tests.agent.helpers import free_port
 from tests.processes import LoggedProcess
 from tests.security.auth_helpers import TOKENS, client_for
 from tests.server.api.conftest import SECRET, Tokens
 
-FROM_TO = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+# Within the range limits the query API enforces (dashboard latest: at most 30 days back).
+_SINCE = format_time(datetime.now(UTC).replace(microsecond=0) - timedelta(days=1))
+FROM_TO = f"from={_SINCE}&to={format_time(datetime.now(UTC).replace(microsecond=0))}"
 DASHBOARD_DATA = [f"/api/v1/dashboard/query?host=web-01&name=mem.used_pct&{FROM_TO}",
-                  "/api/v1/dashboard/latest?host=web-01&from=2026-01-01T00:00:00Z"]
+                  f"/api/v1/dashboard/latest?host=web-01&from={_SINCE}"]
 LOG_SEARCH = ["/api/v1/dashboard/logs", "/api/v1/dashboard/logs?q=password",
               "/api/v1/logs/query?q=password"]
 FLEET = ["/api/v1/hosts", "/api/v1/alerts"]

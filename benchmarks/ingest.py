@@ -167,9 +167,15 @@ def send(url: str, host: str, size: int, newest: datetime, first: int, start_at:
     return result
 
 
+def ingested_all(response: requests.Response, size: int) -> bool:
+    """MiniObserv's acknowledgement of a whole batch."""
+    return response.status_code == 202 and response.json().get("ingested") == size
+
+
 def post_once(session: requests.Session, url: str, data: bytes, headers: dict[str, str],
-              size: int, result: SenderResult) -> None:
-    """One POST, recorded in ``result``."""
+              size: int, result: SenderResult,
+              accepted: Callable[[requests.Response, int], bool] = ingested_all) -> None:
+    """One POST, recorded in ``result`` (a success when ``accepted`` says so)."""
     began = time.perf_counter()
     try:
         response = session.post(url, data=data, headers=headers, timeout=REQUEST_TIMEOUT_S)
@@ -177,7 +183,7 @@ def post_once(session: requests.Session, url: str, data: bytes, headers: dict[st
         result.failures[type(err).__name__] += 1
         return
     elapsed = time.perf_counter() - began
-    if response.status_code == 202 and response.json().get("ingested") == size:
+    if accepted(response, size):
         result.latencies.append(elapsed)
         result.points += size
         result.batches += 1

@@ -256,6 +256,8 @@ class ServerConfig:
     dashboard_auth: str = "none"
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
+    max_series_per_host: int = 10_000
+    max_hosts: int = 100_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -299,6 +301,9 @@ class ServerConfig:
             dashboard_auth=env.choice("DASHBOARD_AUTH", cls.dashboard_auth, ("none", "token")),
             max_body_bytes=env.size("MAX_BODY_BYTES", cls.max_body_bytes, 1 << 10, 1 << 30),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            max_series_per_host=env.integer("MAX_SERIES_PER_HOST", cls.max_series_per_host, 1,
+                                            10_000_000),
+            max_hosts=env.integer("MAX_HOSTS", cls.max_hosts, 1, 10_000_000),
         )
 
     @property
@@ -352,6 +357,9 @@ class AgentConfig:
             shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", cls.shutdown_timeout, second,
                                           timedelta(seconds=120)),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            max_series_per_host=env.integer("MAX_SERIES_PER_HOST", cls.max_series_per_host, 1,
+                                            10_000_000),
+            max_hosts=env.integer("MAX_HOSTS", cls.max_hosts, 1, 10_000_000),
         )
 
 

@@ -41,6 +41,14 @@ from miniobserv.server.storage.fleet_common import (
     merge_latest,
     outbox_status,
 )
+from miniobserv.server.storage.series import (
+    TOUCH_EVERY,
+    Limits,
+    SeriesKey,
+    SeriesLedger,
+    admit,
+    batch_series,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -76,6 +84,9 @@ class FakeMetricsRepository:
         self.insert_calls = 0
         self.host_seen: dict[str, datetime] = {}  # the hosts table: last accepted batch
         self.rollup = False  # what serves_from_rollup answers
+        self.limits = Limits()
+        self.ledger = SeriesLedger()
+        self.series: dict[tuple[str, str, str], datetime] = {}  # the series table: last_seen
 
     def _check_up(self) -> None:
         if self.down:
@@ -90,14 +101,22 @@ class FakeMetricsRepository:
             claim = metrics_claim(batch)
             if is_retry(self.batch_ids, claim):
                 return len(batch.metrics)
+            tx = self.admit(batch.host, batch_series(batch))
             staged = [_Row(_checked(metric), len(self.rows) + i)
                       for i, metric in enumerate(self._stage(batch.metrics))]
+            tx.commit()
             self.rows.extend(staged)
             self.host_names.add(batch.host)
             self.host_seen[batch.host] = datetime.now(UTC)
             if claim is not None:
                 self.batch_ids[claim.batch_id] = claim.digest
             return len(batch.metrics)
+
+    def admit(self, host: str, keys: Mapping[SeriesKey, int]) -> FakeSeriesTransaction:
+        """Check the limits as the SQL stores do; ``commit()`` the result once stored."""
+        tx = FakeSeriesTransaction(self)
+        tx.admission = admit(tx, self.ledger, self.limits, host, keys, datetime.now(UTC))
+        return tx
 
     def _stage(self, metrics: Sequence[Metric]) -> Iterable[Metric]:
         for index, metric in enumerate(metrics):
@@ -130,6 +149,41 @@ class FakeMetricsRepository:
     def stored(self) -> list[Metric]:
         """Everything stored, in insertion order (for assertions)."""
         return [row.metric for row in self.rows]
+
+
+class FakeSeriesTransaction:
+    """:class:`~miniobserv.server.storage.series.SeriesTransaction` over the fake's dicts,
+    writing only at :meth:`commit` (a refused or failed batch leaves no series behind)."""
+
+    def __init__(self, repo: FakeMetricsRepository) -> None:
+        self._repo = repo
+        self._pending: dict[tuple[str, str, str], datetime] = {}
+        self.admission: Any = None
+
+    def has_host(self, host: str) -> bool:
+        return host in self._repo.host_seen
+
+    def count_hosts(self) -> int:
+        return len(self._repo.host_seen)
+
+    def lock_hosts(self) -> None:
+        pass  # the repository's write lock is held
+
+    def existing(self, host: str, keys: Sequence[SeriesKey]) -> set[SeriesKey]:
+        return {key for key in keys if (host, *key) in self._repo.series}
+
+    def count_series(self, host: str) -> int:
+        return sum(1 for key in self._repo.series if key[0] == host)
+
+    def lock_host(self, host: str) -> None:
+        pass
+
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+        self._pending.update(((host, *key), now) for key in keys)
+
+    def commit(self) -> None:
+        self._repo.series.update(self._pending)
+        self.admission.remember(self._repo.ledger)
 
 
 def _checked(metric: Metric) -> Metric:
@@ -213,8 +267,10 @@ class FakeLogsRepository:
     for both kinds. Batch ids are per kind, as in the SQL stores' ``(batch_id, kind)`` key.
     """
 
-    def __init__(self, touch: Callable[[str], None] | None = None) -> None:
+    def __init__(self, touch: Callable[[str], None] | None = None,
+                 admit_host: Callable[[str], Any] | None = None) -> None:
         self.rows: list[LogRecord] = []
+        self._admit_host = admit_host
         self.batch_ids: dict[uuid.UUID, bytes | None] = {}  # the claims: id -> digest
         self._write_lock = threading.Lock()
         self.host_names: set[str] = set()
@@ -237,11 +293,14 @@ class FakeLogsRepository:
             claim = logs_claim(batch)
             if is_retry(self.batch_ids, claim):
                 return len(batch.entries)
+            tx = self._admit_host(batch.host) if self._admit_host is not None else None
             staged = []
             for index, entry in enumerate(batch.entries):
                 if self.fail_after is not None and index >= self.fail_after:
                     raise StorageError(f"fake failure after {self.fail_after} rows")
                 staged.append(_log_record(self._last_id + index + 1, entry))
+            if tx is not None:
+                tx.commit()
             self.rows.extend(staged)
             self._last_id += len(staged)
             self._touch(batch.host)
@@ -288,7 +347,8 @@ class FakeRepositories:
 
     def __init__(self) -> None:
         self.metrics = FakeMetricsRepository()
-        self.logs = FakeLogsRepository(self._touch_host)
+        self.logs = FakeLogsRepository(self._touch_host,
+                                       lambda host: self.metrics.admit(host, {}))
         self.fleet = FakeFleet(self.metrics)
         self.closed = False
         self.pings = 0

@@ -357,9 +357,6 @@ class AgentConfig:
             shutdown_timeout=env.duration("SHUTDOWN_TIMEOUT", cls.shutdown_timeout, second,
                                           timedelta(seconds=120)),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
-            max_series_per_host=env.integer("MAX_SERIES_PER_HOST", cls.max_series_per_host, 1,
-                                            10_000_000),
-            max_hosts=env.integer("MAX_HOSTS", cls.max_hosts, 1, 10_000_000),
         )
 
 

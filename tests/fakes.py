@@ -455,14 +455,28 @@ class FakeFleet:
                            next_attempt_at=retry_at or row.item.next_attempt_at)
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
-                       outbox_before: datetime) -> int:
+                       outbox_before: datetime, *,
+                       should_stop: Callable[[], bool] | None = None) -> int:
+        """As the SQL stores (fleet_common.expired_rows), in one step."""
         self._check_up()
-        before = len(self.metrics.rows) + len(self.outbox)
-        self.metrics.rows = [row for row in self.metrics.rows
-                             if row.metric.time >= metrics_before]
+        metrics = self.metrics
+        before = len(metrics.rows) + len(self.outbox) + len(metrics.series) + \
+            len(metrics.host_seen) + len(self.hosts) + len(self.states)
+        metrics.rows = [row for row in metrics.rows if row.metric.time >= metrics_before]
         self.outbox = [row for row in self.outbox
                        if row.status == "pending" or row.created_at >= outbox_before]
-        return before - len(self.metrics.rows) - len(self.outbox)
+        metrics.series = {key: seen for key, seen in metrics.series.items()
+                          if seen >= metrics_before - TOUCH_EVERY}
+        metrics.host_seen = {host: seen for host, seen in metrics.host_seen.items()
+                             if seen >= metrics_before}
+        metrics.host_names &= set(metrics.host_seen)
+        self.hosts = {host: state for host, state in self.hosts.items()
+                      if host in metrics.host_seen}
+        self.states = {key: state for key, state in self.states.items()
+                       if state.host in metrics.host_seen
+                       and not (state.state == "no_data" and state.since < metrics_before)}
+        return before - len(metrics.rows) - len(self.outbox) - len(metrics.series) - \
+            len(metrics.host_seen) - len(self.hosts) - len(self.states)
 
     def leader_lock(self) -> FakeLeaderLock:
         return FakeLeaderLock(_LEADERS[id(self)])

@@ -124,6 +124,12 @@ ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 }
 # 0005's retention policy keeps rollups at least this long; older starts are answered raw.
 ROLLUP_RETENTION = timedelta(days=400)
+# 0005's refresh policies: each view refreshes [now - start_offset, now - REFRESH_END].
+ROLLUP_WIDTHS: Mapping[str, timedelta] = {"metrics_1h": timedelta(hours=1),
+                                          "metrics_1d": timedelta(days=1)}
+REFRESH_START = timedelta(days=3)
+REFRESH_END = timedelta(hours=1)
+REFRESH_MARGIN = timedelta(hours=1)  # the window ends this far inside the raw retention
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -490,9 +496,56 @@ def is_hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
     return row is not None
 
 
+def refresh_start_offset(retention: timedelta, width: timedelta) -> timedelta | None:
+    """The ``start_offset`` of a rollup's refresh policy under a raw ``retention``.
+
+    Decision (issue 9: "the window follows it"): TimescaleDB forgets the rollup of a region
+    whose raw chunks were dropped when it refreshes that region, so the window must end
+    inside the retention: ``min(REFRESH_START, retention - REFRESH_MARGIN)``. None when that
+    is below the smallest window TimescaleDB accepts (``REFRESH_END`` plus two buckets):
+    the view then gets no refresh policy (what it holds is kept; newer buckets are
+    aggregated from the raw table at query time, real-time aggregation being on).
+    """
+    start = min(REFRESH_START, retention - REFRESH_MARGIN)
+    return start if start >= REFRESH_END + 2 * width else None
+
+
+def sync_rollup_refresh(conn: psycopg.Connection[Any], retention: timedelta) -> None:
+    """Make each rollup's refresh policy follow ``retention`` (see refresh_start_offset)."""
+    for view in find_rollups(conn):
+        start = refresh_start_offset(retention, ROLLUP_WIDTHS[view])
+        row = conn.execute(
+            "SELECT (j.config ->> 'start_offset')::interval FROM timescaledb_information.jobs j"
+            " JOIN timescaledb_information.continuous_aggregates c"
+            " ON j.hypertable_schema = c.materialization_hypertable_schema"
+            " AND j.hypertable_name = c.materialization_hypertable_name"
+            " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
+            " AND c.view_name = %s AND c.view_schema = current_schema()", (view,)).fetchone()
+        current = None if row is None else row[0]
+        if current == start:
+            continue
+        conn.execute("SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)",
+                     (view,))
+        if start is None:
+            log.warning("timescaledb: METRICS_RETENTION=%s is too short to refresh %s safely;"
+                        " its refresh policy is removed", retention, view)
+            continue
+        log.info("timescaledb: %s refreshes the last %s", view, start)
+        conn.execute("SELECT add_continuous_aggregate_policy(%s::regclass,"
+                     " start_offset => %s::interval, end_offset => %s::interval,"
+                     " schedule_interval => %s::interval)",
+                     (view, start, REFRESH_END, min(width_schedule(view), start)))
+
+
+def width_schedule(view: str) -> timedelta:
+    """How often 0005 refreshes ``view``: every 30 minutes (1 h buckets) or hour (1 d)."""
+    return timedelta(minutes=30) if view == "metrics_1h" else timedelta(hours=1)
+
+
 def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
                    table: str = "metrics") -> bool:
-    """Replace ``table``'s retention policy unless it already drops after ``retention``.
+    """Replace ``table``'s retention policy unless it already drops after ``retention``;
+    for ``metrics``, the rollups' refresh windows follow it (:func:`sync_rollup_refresh`).
 
     ``table`` is ``metrics`` or ``logs`` (ValueError otherwise).
     """
@@ -502,6 +555,8 @@ def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
         return False
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
+        if table == "metrics":
+            sync_rollup_refresh(conn, retention)
         row = conn.execute(
             "SELECT (config ->> 'drop_after')::interval = %s::interval"
             " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"

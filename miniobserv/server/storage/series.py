@@ -34,9 +34,9 @@ from typing import Protocol
 
 from miniobserv.model import MetricBatch
 from miniobserv.server.storage.base import StorageError
-from miniobserv.server.storage.fleet_common import canonical_labels
+from miniobserv.server.storage.fleet_common import SERIES_TOUCH_SLACK, canonical_labels
 
-TOUCH_EVERY = timedelta(hours=1)
+TOUCH_EVERY: timedelta = SERIES_TOUCH_SLACK
 LEDGER_ENTRIES = 200_000  # per process; past it the least recently used are forgotten
 
 SeriesKey = tuple[str, str]  # name, canonical labels text

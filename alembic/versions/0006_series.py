@@ -70,9 +70,10 @@ def downgrade() -> None:
 def _backfill() -> None:
     bind = op.get_bind()
     postgres = bind.dialect.name == "postgresql"
+    labels = "CAST(CAST(:text AS text) AS jsonb)" if postgres else ":text"
     insert = sa.text(
         "INSERT INTO series (host, name, labels_text, labels, first_seen, last_seen)"
-        f" VALUES (:host, :name, :text, {'CAST(:text AS jsonb)' if postgres else ':text'},"
+        f" VALUES (:host, :name, :text, {labels},"
         " :first, :last) ON CONFLICT (host, name, labels_text) DO UPDATE SET"
         f" first_seen = {'least' if postgres else 'min'}(series.first_seen, excluded.first_seen),"
         f" last_seen = {'greatest' if postgres else 'max'}(series.last_seen, excluded.last_seen)")

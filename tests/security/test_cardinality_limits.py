@@ -22,7 +22,7 @@ from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.app import create_app
 from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import AlertState, HostState, Repositories
-from miniobserv.server.storage.series import Limits, LimitExceeded
+from miniobserv.server.storage.series import LimitExceeded, Limits
 from tests.fakes import FakeRepositories
 from tests.server.api.conftest import SECRET, Tokens
 from tests.server.storage.conftest import config_for, run_in_threads
@@ -46,8 +46,8 @@ def store(request: pytest.FixtureRequest) -> Iterator[Any]:
     """``make(limits)`` opens the parametrized store with those limits (closed afterwards)."""
     opened: list[Repositories] = []
 
-    def make(limits: Limits = Limits()) -> Repositories:
-        opened.append(open_store(request.param, request, limits))
+    def make(limits: Limits | None = None) -> Repositories:
+        opened.append(open_store(request.param, request, limits or Limits()))
         return opened[-1]
 
     yield make

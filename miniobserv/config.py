@@ -262,6 +262,8 @@ class ServerConfig:
     token_max_ttl: timedelta = DEFAULT_TOKEN_MAX_TTL
     read_secret: str | None = field(default=None, repr=False)
     max_query_points: int = 100_000  # points one metric query may answer, over all series
+    max_series_per_host: int = 10_000
+    max_hosts: int = 100_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -310,6 +312,9 @@ class ServerConfig:
             read_secret=_read_secret(env),
             max_query_points=env.integer("MAX_QUERY_POINTS", cls.max_query_points, 1_000,
                                          10_000_000),
+            max_series_per_host=env.integer("MAX_SERIES_PER_HOST", cls.max_series_per_host, 1,
+                                            10_000_000),
+            max_hosts=env.integer("MAX_HOSTS", cls.max_hosts, 1, 10_000_000),
         )
 
     @property

@@ -42,6 +42,14 @@ from miniobserv.server.storage.fleet_common import (
     merge_latest,
     outbox_status,
 )
+from miniobserv.server.storage.series import (
+    TOUCH_EVERY,
+    Limits,
+    SeriesKey,
+    SeriesLedger,
+    admit,
+    batch_series,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -77,6 +85,9 @@ class FakeMetricsRepository:
         self.insert_calls = 0
         self.host_seen: dict[str, datetime] = {}  # the hosts table: last accepted batch
         self.rollup = False  # what serves_from_rollup answers
+        self.limits = Limits()
+        self.ledger = SeriesLedger()
+        self.series: dict[tuple[str, str, str], datetime] = {}  # the series table: last_seen
 
     def _check_up(self) -> None:
         if self.down:
@@ -91,14 +102,22 @@ class FakeMetricsRepository:
             claim = metrics_claim(batch)
             if is_retry(self.batch_ids, claim):
                 return len(batch.metrics)
+            tx = self.admit(batch.host, batch_series(batch))
             staged = [_Row(_checked(metric), len(self.rows) + i)
                       for i, metric in enumerate(self._stage(batch.metrics))]
+            tx.commit()
             self.rows.extend(staged)
             self.host_names.add(batch.host)
             self.host_seen[batch.host] = datetime.now(UTC)
             if claim is not None:
                 self.batch_ids[claim.batch_id] = claim.digest
             return len(batch.metrics)
+
+    def admit(self, host: str, keys: Mapping[SeriesKey, int]) -> FakeSeriesTransaction:
+        """Check the limits as the SQL stores do; ``commit()`` the result once stored."""
+        tx = FakeSeriesTransaction(self)
+        tx.admission = admit(tx, self.ledger, self.limits, host, keys, datetime.now(UTC))
+        return tx
 
     def _stage(self, metrics: Sequence[Metric]) -> Iterable[Metric]:
         for index, metric in enumerate(metrics):
@@ -140,6 +159,41 @@ class FakeMetricsRepository:
     def stored(self) -> list[Metric]:
         """Everything stored, in insertion order (for assertions)."""
         return [row.metric for row in self.rows]
+
+
+class FakeSeriesTransaction:
+    """:class:`~miniobserv.server.storage.series.SeriesTransaction` over the fake's dicts,
+    writing only at :meth:`commit` (a refused or failed batch leaves no series behind)."""
+
+    def __init__(self, repo: FakeMetricsRepository) -> None:
+        self._repo = repo
+        self._pending: dict[tuple[str, str, str], datetime] = {}
+        self.admission: Any = None
+
+    def has_host(self, host: str) -> bool:
+        return host in self._repo.host_seen
+
+    def count_hosts(self) -> int:
+        return len(self._repo.host_seen)
+
+    def lock_hosts(self) -> None:
+        pass  # the repository's write lock is held
+
+    def existing(self, host: str, keys: Sequence[SeriesKey]) -> set[SeriesKey]:
+        return {key for key in keys if (host, *key) in self._repo.series}
+
+    def count_series(self, host: str) -> int:
+        return sum(1 for key in self._repo.series if key[0] == host)
+
+    def lock_host(self, host: str) -> None:
+        pass
+
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+        self._pending.update(((host, *key), now) for key in keys)
+
+    def commit(self) -> None:
+        self._repo.series.update(self._pending)
+        self.admission.remember(self._repo.ledger)
 
 
 def _checked(metric: Metric) -> Metric:
@@ -223,8 +277,10 @@ class FakeLogsRepository:
     for both kinds. Batch ids are per kind, as in the SQL stores' ``(batch_id, kind)`` key.
     """
 
-    def __init__(self, touch: Callable[[str], None] | None = None) -> None:
+    def __init__(self, touch: Callable[[str], None] | None = None,
+                 admit_host: Callable[[str], Any] | None = None) -> None:
         self.rows: list[LogRecord] = []
+        self._admit_host = admit_host
         self.batch_ids: dict[uuid.UUID, bytes | None] = {}  # the claims: id -> digest
         self._write_lock = threading.Lock()
         self.host_names: set[str] = set()
@@ -247,11 +303,14 @@ class FakeLogsRepository:
             claim = logs_claim(batch)
             if is_retry(self.batch_ids, claim):
                 return len(batch.entries)
+            tx = self._admit_host(batch.host) if self._admit_host is not None else None
             staged = []
             for index, entry in enumerate(batch.entries):
                 if self.fail_after is not None and index >= self.fail_after:
                     raise StorageError(f"fake failure after {self.fail_after} rows")
                 staged.append(_log_record(self._last_id + index + 1, entry))
+            if tx is not None:
+                tx.commit()
             self.rows.extend(staged)
             self._last_id += len(staged)
             self._touch(batch.host)
@@ -296,7 +355,8 @@ class FakeRepositories:
 
     def __init__(self) -> None:
         self.metrics = FakeMetricsRepository()
-        self.logs = FakeLogsRepository(self._touch_host)
+        self.logs = FakeLogsRepository(self._touch_host,
+                                       lambda host: self.metrics.admit(host, {}))
         self.fleet = FakeFleet(self.metrics)
         self.closed = False
         self.pings = 0
@@ -403,14 +463,28 @@ class FakeFleet:
                            next_attempt_at=retry_at or row.item.next_attempt_at)
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
-                       outbox_before: datetime) -> int:
+                       outbox_before: datetime, *,
+                       should_stop: Callable[[], bool] | None = None) -> int:
+        """As the SQL stores (fleet_common.expired_rows), in one step."""
         self._check_up()
-        before = len(self.metrics.rows) + len(self.outbox)
-        self.metrics.rows = [row for row in self.metrics.rows
-                             if row.metric.time >= metrics_before]
+        metrics = self.metrics
+        before = len(metrics.rows) + len(self.outbox) + len(metrics.series) + \
+            len(metrics.host_seen) + len(self.hosts) + len(self.states)
+        metrics.rows = [row for row in metrics.rows if row.metric.time >= metrics_before]
         self.outbox = [row for row in self.outbox
                        if row.status == "pending" or row.created_at >= outbox_before]
-        return before - len(self.metrics.rows) - len(self.outbox)
+        metrics.series = {key: seen for key, seen in metrics.series.items()
+                          if seen >= metrics_before - TOUCH_EVERY}
+        metrics.host_seen = {host: seen for host, seen in metrics.host_seen.items()
+                             if seen >= metrics_before}
+        metrics.host_names &= set(metrics.host_seen)
+        self.hosts = {host: state for host, state in self.hosts.items()
+                      if host in metrics.host_seen}
+        self.states = {key: state for key, state in self.states.items()
+                       if state.host in metrics.host_seen
+                       and not (state.state == "no_data" and state.since < metrics_before)}
+        return before - len(metrics.rows) - len(self.outbox) - len(metrics.series) - \
+            len(metrics.host_seen) - len(self.hosts) - len(self.states)
 
     def leader_lock(self) -> FakeLeaderLock:
         return FakeLeaderLock(_LEADERS[id(self)])

@@ -445,3 +445,17 @@ def test_max_query_points_default_and_bounds() -> None:
     assert refused(server, MAX_QUERY_POINTS="10000001").startswith("MAX_QUERY_POINTS=")
     assert refused(server, MAX_QUERY_POINTS="many") == \
         "MAX_QUERY_POINTS='many' is not an integer (1000 to 10000000)"
+
+
+@pytest.mark.parametrize(("variable", "attribute", "default"),
+                         [("MAX_SERIES_PER_HOST", "max_series_per_host", 10_000),
+                          ("MAX_HOSTS", "max_hosts", 100_000)])
+def test_cardinality_limits_and_their_bounds(variable: str, attribute: str,
+                                             default: int) -> None:
+    assert getattr(server(), attribute) == default
+    assert getattr(server(**{variable: "1"}), attribute) == 1
+    assert getattr(server(**{variable: "10000000"}), attribute) == 10_000_000
+    for bad in ("0", "10000001"):
+        assert refused(server, **{variable: bad}) == \
+            f"{variable}={bad} is out of bounds: 1 to 10000000"
+    assert refused(server, **{variable: "many"}).startswith(f"{variable}='many' is not an integer")

@@ -5,7 +5,9 @@ Every process (each gunicorn worker, ``miniobserv serve``, the demo) starts an
 advisory lock, a file lock next to a SQLite database) works, the others try again at each
 interval. The leader evaluates every ``ALERT_INTERVAL`` in one thread and delivers queued
 events in another, so a slow webhook never delays an evaluation. The same leader enforces
-retention every ``RETENTION_EVERY`` on stores without TimescaleDB policies.
+retention every ``RETENTION_EVERY`` on stores without TimescaleDB policies, in a third
+thread of its own: a long delete (a backlog, a slow disk) never stalls an evaluation, and it
+stops between chunks when the process stops or loses the lead.
 
 ``REQUEST_TIMEOUT`` bounds each webhook POST; ``SHUTDOWN_TIMEOUT`` bounds :meth:`stop`.
 """
@@ -38,7 +40,7 @@ def utc_now() -> datetime:
 
 
 class AlertingService:
-    """Two daemon threads, stopped by :meth:`stop` (also registered at process exit)."""
+    """Three daemon threads, stopped by :meth:`stop` (also registered at process exit)."""
 
     def __init__(self, config: ServerConfig, repos: Repositories, *, clock: Clock = utc_now,
                  post: Post | None = None) -> None:
@@ -56,14 +58,15 @@ class AlertingService:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> AlertingService:
-        for target, name in ((self._evaluate_loop, "alerting"), (self._deliver_loop, "notify")):
+        for target, name in ((self._evaluate_loop, "alerting"), (self._deliver_loop, "notify"),
+                             (self._retention_loop, "retention")):
             thread = threading.Thread(target=target, name=f"miniobserv-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop both threads and give the leader lock up; True when both ended in time.
+        """Stop the threads and give the leader lock up; True when all ended in time.
 
         ``timeout`` (seconds; default ``SHUTDOWN_TIMEOUT``) bounds the whole wait. A thread
         still busy then, say in a webhook POST, is logged and left behind (it is a daemon).
@@ -89,7 +92,7 @@ class AlertingService:
             self._stop.wait(interval)
 
     def tick(self) -> None:
-        """One interval: take or keep the lead, then evaluate and maybe enforce retention."""
+        """One interval: take or keep the lead, then evaluate."""
         if not self.lock.acquire():
             if self.leading.is_set():
                 log.warning("alerting: no longer the leader")
@@ -98,18 +101,31 @@ class AlertingService:
         if not self.leading.is_set():
             log.info("alerting: this process leads evaluation (%d rules, %d channels)",
                      len(self.config.alert_rules), len(self.config.alert_notifications))
-            self.leading.set()
             self._next_retention = None
+            self.leading.set()
         self._guarded("evaluation", self._evaluate)
+
+    def _evaluate(self) -> None:
+        if run_cycle(self.repos.fleet, self.config, self.clock()).events:
+            self._wake.set()
+
+    def _retention_loop(self) -> None:
+        interval = self.config.alert_interval.total_seconds()
+        while not self._stop.wait(interval):
+            self.retention_tick()
+
+    def retention_tick(self) -> None:
+        """Enforce retention when this process leads and it is due (the retention thread)."""
+        if not self.leading.is_set():
+            return
         # Retention may rightly run past REQUEST_TIMEOUT (a first delete after a backlog, a
         # wait for another worker's policy lock): outside PostgreSQL's statement_timeout.
         unbounded = getattr(self.repos, "unbounded_statements", None)
         with unbounded() if unbounded is not None else nullcontext():
             self._guarded("retention", self._retention)
 
-    def _evaluate(self) -> None:
-        if run_cycle(self.repos.fleet, self.config, self.clock()).events:
-            self._wake.set()
+    def _should_stop_retention(self) -> bool:
+        return self._stop.is_set() or not self.leading.is_set()
 
     def _retention(self) -> None:
         now = self.clock()
@@ -122,7 +138,8 @@ class AlertingService:
         self._next_retention = now + RETENTION_EVERY
         deleted = self.repos.fleet.delete_expired(now - self.config.metrics_retention,
                                                   now - self.config.logs_retention,
-                                                  now - OUTBOX_KEPT)
+                                                  now - OUTBOX_KEPT,
+                                                  should_stop=self._should_stop_retention)
         if deleted:
             log.info("retention: deleted %d expired rows", deleted)
 

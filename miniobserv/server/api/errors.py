@@ -3,7 +3,8 @@
 Views raise :class:`ApiError` (or let a model :class:`~miniobserv.errors.ValidationError`
 escape); :func:`register_error_handlers` turns those, marshmallow errors, routing errors
 (404, 405, 413 …), :class:`StorageUnavailable` (503), :class:`BatchConflict` (409: a
-``batch_id`` reused for other content) and anything unexpected (500, logged with its
+``batch_id`` reused for other content), :class:`LimitExceeded` (400 naming the field: a
+cardinality limit) and anything unexpected (500, logged with its
 traceback) into the same JSON shape.
 """
 
@@ -21,6 +22,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from miniobserv.errors import ValidationError
 from miniobserv.server.storage.base import BatchConflict, StorageUnavailable
+from miniobserv.server.storage.series import LimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,13 @@ def _handle_batch_conflict(err: BatchConflict) -> Response:
     return error_response(409, "batch_id: already used for a different batch")
 
 
+def _handle_limit_exceeded(err: LimitExceeded) -> Response:
+    # A client (or a label value that churns) past MAX_SERIES_PER_HOST / MAX_HOSTS: refused
+    # whole. Logged, since the sender drops a 400 for good.
+    logger.warning("%s %s refused: %s", request.method, request.path, err)
+    return error_response(400, str(err))
+
+
 def _handle_unexpected(err: Exception) -> Response:
     logger.exception("unhandled error in %s %s", request.method, request.path)
     return error_response(500, "internal server error")
@@ -113,4 +122,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(StorageUnavailable, _handle_storage_unavailable)
     app.register_error_handler(BatchConflict, _handle_batch_conflict)
+    app.register_error_handler(LimitExceeded, _handle_limit_exceeded)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -7,7 +7,7 @@ PostgreSQL or SQLite implementation from the URL, and tests pass a fake.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -360,8 +360,15 @@ class FleetRepository(Protocol):
         ...
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
-                       outbox_before: datetime) -> int:
-        """Delete rows past retention where no TimescaleDB policy does it; the count."""
+                       outbox_before: datetime, *,
+                       should_stop: Callable[[], bool] | None = None) -> int:
+        """Delete rows past retention where no TimescaleDB policy does it; the count.
+
+        Also hosts not seen since ``metrics_before``, their host and alert states, alert
+        states ``no_data`` since before it, and series unseen for longer (see
+        ``fleet_common.expired_rows``). Deletes in bounded chunks, each its own short
+        transaction, and returns early once ``should_stop()`` is true.
+        """
         ...
 
     def leader_lock(self) -> LeaderLock:

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,13 @@ from miniobserv.server.storage.base import (
     labels_text,
 )
 from miniobserv.server.storage.claims import BatchClaim, metrics_claim
+from miniobserv.server.storage.series import (
+    Limits,
+    SeriesKey,
+    SeriesLedger,
+    admit,
+    batch_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,19 @@ _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = %s AND k
 _COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
+# Advisory lock classes (the two-int4 key space, apart from the bigint keys above): one lock
+# per host while its new series are counted and created, one while a new host is admitted.
+SERIES_LOCK_CLASS = 0x6D6F7365  # "mose"
+HOSTS_LOCK_CLASS = 0x6D6F686F  # "moho"
+_EXISTING_SERIES = """SELECT s.name, s.labels_text
+    FROM unnest(%s::text[], %s::text[]) AS k(name, labels_text)
+    JOIN series AS s ON s.host = %s AND s.name = k.name AND s.labels_text = k.labels_text"""
+_UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_seen, last_seen)
+    SELECT %(host)s, k.name, k.labels_text, k.labels_text::jsonb, %(now)s, %(now)s
+    FROM unnest(%(names)s::text[], %(texts)s::text[]) WITH ORDINALITY AS k(name, labels_text, n)
+    ORDER BY k.n
+    ON CONFLICT (host, name, labels_text) DO UPDATE SET
+        last_seen = greatest(series.last_seen, excluded.last_seen)"""
 # One SELECT per part of the answer; the parts cover disjoint buckets, so UNION ALL joins them.
 _RAW_PART = """SELECT {series} AS series,
         date_bin(make_interval(secs => %(width)s), time, TIMESTAMPTZ 'epoch') AS bucket,
@@ -106,6 +127,12 @@ ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 }
 # 0005's retention policy keeps rollups at least this long; older starts are answered raw.
 ROLLUP_RETENTION = timedelta(days=400)
+# 0005's refresh policies: each view refreshes [now - start_offset, now - REFRESH_END].
+ROLLUP_WIDTHS: Mapping[str, timedelta] = {"metrics_1h": timedelta(hours=1),
+                                          "metrics_1d": timedelta(days=1)}
+REFRESH_START = timedelta(days=3)
+REFRESH_END = timedelta(hours=1)
+REFRESH_MARGIN = timedelta(hours=1)  # the window ends this far inside the raw retention
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -131,23 +158,78 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def copy_batch(pool: ConnectionPool, claim: BatchClaim | None, host: str,
-               statement: str, rows: Iterable[Sequence[Any]]) -> None:
-    """Store one batch in one transaction: the ``batch_id`` claim, the COPY, ``last_seen``.
+@dataclass(frozen=True)
+class Ingest:
+    """What every batch's transaction needs besides its rows: the limits and this
+    process's ledger of series and hosts written lately."""
+
+    pool: ConnectionPool
+    limits: Limits = field(default_factory=Limits)
+    ledger: SeriesLedger = field(default_factory=SeriesLedger)
+
+
+def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
+               statement: str, rows: Iterable[Sequence[Any]],
+               series: Mapping[SeriesKey, int] | None = None) -> None:
+    """Store one batch in one transaction: the claim, the limits, the COPY, ``last_seen``.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
-    the ``COPY ... FROM STDIN`` of ``rows``. A ``batch_id`` claimed before with the same
-    digest writes nothing (the retry of a stored batch); with another digest it raises
-    BatchConflict.
+    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys (metrics
+    only; see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
+    before with the same digest writes nothing (the retry of a stored batch); with another
+    digest it raises BatchConflict. Raises LimitExceeded (storing nothing) past MAX_HOSTS or
+    MAX_SERIES_PER_HOST.
     """
     now = datetime.now(UTC)
-    with translate_errors(), pool.connection() as conn, conn.transaction():
+    with translate_errors(), ingest.pool.connection() as conn, conn.transaction():
         if claim is not None and not _claim(conn, claim, now):
             return  # stored before: nothing more to do
+        admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,
+                         series or {}, now)
         with conn.cursor().copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
         conn.execute(_TOUCH_HOST, (host, now))
+    admitted.remember(ingest.ledger)
+
+
+class PostgresSeries:
+    """The series statements of :func:`admit` inside the batch's transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def has_host(self, host: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM hosts WHERE host = %s", (host,)).fetchone() \
+            is not None
+
+    def count_hosts(self) -> int:
+        return int(self._one("SELECT count(*) FROM hosts"))
+
+    def lock_hosts(self) -> None:
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (HOSTS_LOCK_CLASS,))
+
+    def existing(self, host: str, keys: Sequence[SeriesKey]) -> set[SeriesKey]:
+        names, texts = [key[0] for key in keys], [key[1] for key in keys]
+        rows = self._conn.execute(_EXISTING_SERIES, (names, texts, host)).fetchall()
+        return {(name, text) for name, text in rows}
+
+    def count_series(self, host: str) -> int:
+        return int(self._one("SELECT count(*) FROM series WHERE host = %s", host))
+
+    def lock_host(self, host: str) -> None:
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                           (SERIES_LOCK_CLASS, host))
+
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+        self._conn.execute(_UPSERT_SERIES, {"host": host, "now": now,
+                                            "names": [key[0] for key in keys],
+                                            "texts": [key[1] for key in keys]})
+
+    def _one(self, statement: str, *params: Any) -> Any:
+        row = self._conn.execute(statement, params or None).fetchone()
+        assert row is not None
+        return row[0]
 
 
 def _claim(conn: psycopg.Connection[Any], claim: BatchClaim, now: datetime) -> bool:
@@ -176,14 +258,16 @@ class PostgresMetrics:
     continuous aggregates of migration 0005 when this database has them (looked up once).
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+        self._pool = ingest.pool
         self._rollups: frozenset[str] | None = None  # the rollup views found, once known
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
         rows = ((m.time, m.host, m.name, m.value, labels_text(m.labels)) for m in batch.metrics)
-        copy_batch(self._pool, metrics_claim(batch), batch.host, _COPY_METRICS, rows)
+        copy_batch(self._ingest, metrics_claim(batch), batch.host, _COPY_METRICS, rows,
+                   batch_series(batch))
         return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:
@@ -333,7 +417,8 @@ class PostgresRepositories:
     """
 
     def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10,
-                 statement_timeout: timedelta | None = None) -> None:
+                 statement_timeout: timedelta | None = None,
+                 limits: Limits | None = None) -> None:
         self._statement_timeout_ms = None if statement_timeout is None else \
             max(1, round(statement_timeout.total_seconds() * 1000))
         self._unbounded = threading.local()
@@ -341,13 +426,14 @@ class PostgresRepositories:
             database_url, min_size=min_size, max_size=max_size, open=False,
             timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_TIMEOUT_S,
             check=self._check_out, kwargs=pool_kwargs(database_url), name="miniobserv")
-        self.metrics = PostgresMetrics(self.pool)
+        ingest = Ingest(self.pool, limits or Limits())
+        self.metrics = PostgresMetrics(ingest)
         from miniobserv.server.storage.postgres_fleet import PostgresFleet  # imports this module
 
         self.fleet = PostgresFleet(self.pool, database_url)
         from miniobserv.server.storage.postgres_logs import PostgresLogs  # imports this module
 
-        self.logs = PostgresLogs(self.pool)
+        self.logs = PostgresLogs(ingest)
 
     def open(self) -> PostgresRepositories:
         """Open the pool without waiting: the server starts even while the database is down."""
@@ -423,9 +509,56 @@ def is_hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
     return row is not None
 
 
+def refresh_start_offset(retention: timedelta, width: timedelta) -> timedelta | None:
+    """The ``start_offset`` of a rollup's refresh policy under a raw ``retention``.
+
+    Decision (issue 9: "the window follows it"): TimescaleDB forgets the rollup of a region
+    whose raw chunks were dropped when it refreshes that region, so the window must end
+    inside the retention: ``min(REFRESH_START, retention - REFRESH_MARGIN)``. None when that
+    is below the smallest window TimescaleDB accepts (``REFRESH_END`` plus two buckets):
+    the view then gets no refresh policy (what it holds is kept; newer buckets are
+    aggregated from the raw table at query time, real-time aggregation being on).
+    """
+    start = min(REFRESH_START, retention - REFRESH_MARGIN)
+    return start if start >= REFRESH_END + 2 * width else None
+
+
+def sync_rollup_refresh(conn: psycopg.Connection[Any], retention: timedelta) -> None:
+    """Make each rollup's refresh policy follow ``retention`` (see refresh_start_offset)."""
+    for view in find_rollups(conn):
+        start = refresh_start_offset(retention, ROLLUP_WIDTHS[view])
+        row = conn.execute(
+            "SELECT (j.config ->> 'start_offset')::interval FROM timescaledb_information.jobs j"
+            " JOIN timescaledb_information.continuous_aggregates c"
+            " ON j.hypertable_schema = c.materialization_hypertable_schema"
+            " AND j.hypertable_name = c.materialization_hypertable_name"
+            " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
+            " AND c.view_name = %s AND c.view_schema = current_schema()", (view,)).fetchone()
+        current = None if row is None else row[0]
+        if current == start:
+            continue
+        conn.execute("SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)",
+                     (view,))
+        if start is None:
+            log.warning("timescaledb: METRICS_RETENTION=%s is too short to refresh %s safely;"
+                        " its refresh policy is removed", retention, view)
+            continue
+        log.info("timescaledb: %s refreshes the last %s", view, start)
+        conn.execute("SELECT add_continuous_aggregate_policy(%s::regclass,"
+                     " start_offset => %s::interval, end_offset => %s::interval,"
+                     " schedule_interval => %s::interval)",
+                     (view, start, REFRESH_END, min(width_schedule(view), start)))
+
+
+def width_schedule(view: str) -> timedelta:
+    """How often 0005 refreshes ``view``: every 30 minutes (1 h buckets) or hour (1 d)."""
+    return timedelta(minutes=30) if view == "metrics_1h" else timedelta(hours=1)
+
+
 def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
                    table: str = "metrics") -> bool:
-    """Replace ``table``'s retention policy unless it already drops after ``retention``.
+    """Replace ``table``'s retention policy unless it already drops after ``retention``;
+    for ``metrics``, the rollups' refresh windows follow it (:func:`sync_rollup_refresh`).
 
     ``table`` is ``metrics`` or ``logs`` (ValueError otherwise).
     """
@@ -435,6 +568,8 @@ def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
         return False
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
+        if table == "metrics":
+            sync_rollup_refresh(conn, retention)
         row = conn.execute(
             "SELECT (config ->> 'drop_after')::interval = %s::interval"
             " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"

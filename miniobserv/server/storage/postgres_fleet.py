@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,10 @@ from miniobserv.server.storage.base import (
 )
 from miniobserv.server.storage.fleet_common import (
     canonical_labels,
+    delete_in_chunks,
+    expired_rows,
     merge_latest,
+    never,
     outbox_status,
 )
 from miniobserv.server.storage.postgres import (
@@ -136,24 +139,37 @@ class PostgresFleet:
             conn.execute(_FINISH, (status, retry_at, finished, error, item_id))
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
-                       outbox_before: datetime) -> int:
-        """Range deletes, except on hypertables (a TimescaleDB policy drops their chunks)."""
+                       outbox_before: datetime, *,
+                       should_stop: Callable[[], bool] | None = None) -> int:
+        """Chunked range deletes, each chunk its own transaction (autocommit), except on
+        hypertables (a TimescaleDB policy drops their chunks)."""
         deleted = 0
         with translate_errors(), self._pool.connection() as conn:
-            for table, before in (("metrics", metrics_before), ("logs", logs_before)):
-                if not is_hypertable(conn, table):
-                    deleted += conn.execute(sql.SQL("DELETE FROM {} WHERE time < %s").format(
-                        sql.Identifier(table)), (before,)).rowcount
-            deleted += conn.execute(
-                "DELETE FROM ingested_batches WHERE received_at < %s",
-                (min(metrics_before, logs_before),)).rowcount
-            deleted += conn.execute(
-                "DELETE FROM notification_outbox WHERE status <> 'pending' AND created_at < %s",
-                (outbox_before,)).rowcount
+            conn.autocommit = True
+            try:
+                hypertables = {t for t in ("metrics", "logs") if is_hypertable(conn, t)}
+                for table, condition, before in expired_rows(metrics_before, logs_before,
+                                                             outbox_before):
+                    if table not in hypertables:
+                        deleted += delete_in_chunks(_chunk_deleter(conn, table, condition,
+                                                                   before), should_stop or never)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
         return deleted
 
     def leader_lock(self) -> PostgresLeaderLock:
         return PostgresLeaderLock(self._conninfo)
+
+
+def _chunk_deleter(conn: psycopg.Connection[Any], table: str, condition: str,
+                   before: datetime | None) -> Callable[[int], int]:
+    """A function deleting up to ``limit`` rows of ``table`` matching ``condition``."""
+    statement = sql.SQL("DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                        "SELECT ctid FROM {table} WHERE {where} LIMIT %s))").format(
+        table=sql.Identifier(table), where=sql.SQL(condition.format("%s")))
+    params = () if before is None else (before,)
+    return lambda limit: int(conn.execute(statement, (*params, limit)).rowcount)
 
 
 class PostgresLeaderLock:

@@ -13,12 +13,10 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
 from miniobserv.model import LogBatch
 from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text, log_page
 from miniobserv.server.storage.claims import logs_claim
-from miniobserv.server.storage.postgres import copy_batch, translate_errors
+from miniobserv.server.storage.postgres import Ingest, copy_batch, translate_errors
 
 _COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
 _SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"
@@ -42,8 +40,9 @@ def like_pattern(text: str) -> str:
 class PostgresLogs:
     """Log entries in the ``logs`` table (a hypertable when TimescaleDB is present)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+        self._pool = ingest.pool
 
     def insert_batch(self, batch: LogBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``.
@@ -52,7 +51,7 @@ class PostgresLogs:
         """
         rows = ((e.time, e.host, e.level, e.message, e.path, labels_text(e.labels))
                 for e in batch.entries)
-        copy_batch(self._pool, logs_claim(batch), batch.host, _COPY_LOGS, rows)
+        copy_batch(self._ingest, logs_claim(batch), batch.host, _COPY_LOGS, rows)
         return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:

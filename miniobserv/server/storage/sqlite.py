@@ -11,6 +11,7 @@ go do not leak connections.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import queue
@@ -37,6 +38,13 @@ from miniobserv.server.storage.base import (
     to_micros,
 )
 from miniobserv.server.storage.claims import BatchClaim, metrics_claim
+from miniobserv.server.storage.series import (
+    Limits,
+    SeriesKey,
+    SeriesLedger,
+    admit,
+    batch_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,16 @@ _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, dig
 _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = ? AND kind = ?"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (?, ?)
     ON CONFLICT (host) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"""
+# Series keys travel as one JSON array of [name, labels_text] pairs: one parameter, one
+# statement, each key looked up through the unique index on series(host, name, labels_text).
+_EXISTING_SERIES = """SELECT s.name, s.labels_text FROM json_each(?) AS k
+    JOIN series AS s ON s.host = ? AND s.name = json_extract(k.value, '$[0]')
+        AND s.labels_text = json_extract(k.value, '$[1]')"""
+_UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_seen, last_seen)
+    SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+        json_extract(value, '$[1]'), ?, ? FROM json_each(?) WHERE true
+    ON CONFLICT (host, name, labels_text) DO UPDATE SET
+        last_seen = max(series.last_seen, excluded.last_seen)"""
 
 
 def from_micros(micros: int) -> datetime:
@@ -130,8 +148,11 @@ class SQLiteDatabase:
     """Connections to one SQLite file, handed out to one thread at a time."""
 
     def __init__(self, path: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S,
-                 statement_timeout: timedelta | None = None) -> None:
+                 statement_timeout: timedelta | None = None,
+                 limits: Limits | None = None) -> None:
         self.path = path
+        self.limits = limits or Limits()
+        self.ledger = SeriesLedger()  # the series and hosts this process wrote lately
         self.busy_timeout_s = busy_timeout_s
         self.statement_timeout_s = None if statement_timeout is None else \
             statement_timeout.total_seconds()
@@ -220,19 +241,59 @@ class SQLiteDatabase:
 
 
 def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,
-                 statement: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Store one batch in one transaction: the ``batch_id`` claim, the rows, ``last_seen``.
+                 statement: str, rows: Sequence[Sequence[Any]],
+                 series: Mapping[SeriesKey, int] | None = None) -> None:
+    """Store one batch in one transaction: the claim, the limits, the rows, ``last_seen``.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
-    the ``INSERT`` of one row. A ``batch_id`` claimed before with the same digest writes
-    nothing (the retry of a stored batch); with another digest it raises BatchConflict.
+    the ``INSERT`` of one row; ``series`` the batch's series keys (metrics only; see
+    :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed before with the
+    same digest writes nothing (the retry of a stored batch); with another digest it raises
+    BatchConflict. Raises LimitExceeded (storing nothing) past MAX_HOSTS or
+    MAX_SERIES_PER_HOST.
     """
-    now = to_micros(datetime.now(UTC))
+    moment = datetime.now(UTC)
+    now = to_micros(moment)
     with db.write() as conn:
         if claim is not None and not _claim(conn, claim, now):
             return  # stored before: nothing more to do
+        admitted = admit(SQLiteSeries(conn), db.ledger, db.limits, host, series or {}, moment)
         conn.executemany(statement, rows)
         conn.execute(_TOUCH_HOST, (host, now))
+    admitted.remember(db.ledger)
+
+
+class SQLiteSeries:
+    """The series statements of :func:`admit` on a connection inside ``BEGIN IMMEDIATE``
+    (which already serialises writers: the locks are no-ops)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def has_host(self, host: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM hosts WHERE host = ?", (host,)).fetchone() \
+            is not None
+
+    def count_hosts(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM hosts").fetchone()[0])
+
+    def lock_hosts(self) -> None:
+        pass
+
+    def existing(self, host: str, keys: Sequence[SeriesKey]) -> set[SeriesKey]:
+        rows = self._conn.execute(_EXISTING_SERIES, (json.dumps(keys), host)).fetchall()
+        return {(name, text) for name, text in rows}
+
+    def count_series(self, host: str) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM series WHERE host = ?",
+                                      (host,)).fetchone()[0])
+
+    def lock_host(self, host: str) -> None:
+        pass
+
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+        micros = to_micros(now)
+        self._conn.execute(_UPSERT_SERIES, (host, micros, micros, json.dumps(keys)))
 
 
 def _claim(conn: sqlite3.Connection, claim: BatchClaim, now: int) -> bool:
@@ -257,7 +318,8 @@ class SQLiteMetrics:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         rows = [(to_micros(m.time), m.host, m.name, m.value, labels_text(m.labels))
                 for m in batch.metrics]
-        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows)
+        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows,
+                     batch_series(batch))
         return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:
@@ -339,9 +401,10 @@ def to_series(rows: Iterable[tuple[str, int, float]], group_by: str | None) -> l
 class SQLiteRepositories:
     """Every SQLite repository of one process, sharing one :class:`SQLiteDatabase`."""
 
-    def __init__(self, database_url: str, *, statement_timeout: timedelta | None = None) -> None:
+    def __init__(self, database_url: str, *, statement_timeout: timedelta | None = None,
+                 limits: Limits | None = None) -> None:
         self.db = SQLiteDatabase(database_path(database_url),
-                                 statement_timeout=statement_timeout)
+                                 statement_timeout=statement_timeout, limits=limits)
         self.metrics = SQLiteMetrics(self.db)
         from miniobserv.server.storage.sqlite_fleet import SQLiteFleet  # imports this module
 

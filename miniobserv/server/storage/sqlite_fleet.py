@@ -12,7 +12,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,10 @@ from miniobserv.server.storage.base import (
 )
 from miniobserv.server.storage.fleet_common import (
     canonical_labels,
+    delete_in_chunks,
+    expired_rows,
     merge_latest,
+    never,
     outbox_status,
 )
 from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros
@@ -133,20 +136,24 @@ class SQLiteFleet:
             conn.execute(_FINISH, (status, _micros(retry_at), finished, error, item_id))
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
-                       outbox_before: datetime) -> int:
-        """Range deletes: SQLite has no retention of its own."""
-        statements = [
-            ("DELETE FROM metrics WHERE time < ?", metrics_before),
-            ("DELETE FROM logs WHERE time < ?", logs_before),
-            ("DELETE FROM ingested_batches WHERE received_at < ?",
-             min(metrics_before, logs_before)),
-            ("DELETE FROM notification_outbox WHERE status <> 'pending' AND created_at < ?",
-             outbox_before),
-        ]
+                       outbox_before: datetime, *,
+                       should_stop: Callable[[], bool] | None = None) -> int:
+        """Chunked range deletes (SQLite has no retention of its own): each chunk is one
+        short write transaction, so ingest is never held up for long."""
         deleted = 0
-        for statement, before in statements:  # one short write each: ingest is not held up
-            with self._db.write() as conn:
-                deleted += conn.execute(statement, (to_micros(before),)).rowcount
+        for table, condition, before in expired_rows(metrics_before, logs_before,
+                                                     outbox_before):
+            where = condition.format("?")
+            statement = (f"DELETE FROM {table} WHERE rowid IN"  # constants only
+                         f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)")
+            params = () if before is None else (to_micros(before),)
+
+            def chunk(limit: int, statement: str = statement,
+                      params: tuple[int, ...] = params) -> int:
+                with self._db.write() as conn:
+                    return int(conn.execute(statement, (*params, limit)).rowcount)
+
+            deleted += delete_in_chunks(chunk, should_stop or never)
         return deleted
 
     def leader_lock(self) -> FileLeaderLock:

@@ -140,3 +140,27 @@ notification_outbox = sa.Table(
     sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
     sa.Index(None, "status", "id"),
 )
+
+# --- series (revision 0006) ----------------------------------------------------------------
+
+series = sa.Table(
+    "series",
+    metadata,
+    # One row per distinct (host, name, labels): ingest registers each new series in the
+    # batch's transaction, and the unique key is the index that counts a host's series for
+    # MAX_SERIES_PER_HOST without reading ``metrics``. ``labels_text`` is the canonical
+    # spelling (fleet_common.canonical_labels); ``last_seen`` is refreshed at most once an
+    # hour per series and process, so retention removes series unseen for METRICS_RETENTION.
+    # The small ``id`` is what narrow samples will reference.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(),
+              primary_key=True),
+    sa.Column("host", sa.Text(), nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("labels_text", sa.Text(), nullable=False),
+    sa.Column("labels", Labels, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("first_seen", Timestamp, nullable=False),
+    sa.Column("last_seen", Timestamp, nullable=False),
+    sa.UniqueConstraint("host", "name", "labels_text"),
+    sa.Index(None, "last_seen"),
+    sqlite_autoincrement=True,
+)

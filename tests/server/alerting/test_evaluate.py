@@ -276,7 +276,8 @@ def test_retention_runs_on_the_leader(repos: FakeRepositories) -> None:
     cpu(repos, "web-01", 2, datetime.now(UTC))
     service = AlertingService(config(), repos)
     try:
-        service.tick()
+        service.tick()  # takes the lead
+        service.retention_tick()
     finally:
         service.stop()
     assert [m.value for m in repos.metrics.stored()] == [2]

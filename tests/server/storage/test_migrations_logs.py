@@ -21,9 +21,9 @@ from psycopg import sql
 from sqlalchemy.pool import NullPool
 
 from miniobserv.config import ServerConfig
-from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
+from miniobserv.model import LogBatch, LogEntry
 from miniobserv.server.storage import migrate, open_repositories, postgres, sync_retention
-from miniobserv.server.storage.base import LogQuery
+from miniobserv.server.storage.base import LogQuery, to_micros
 from tests.server.storage.conftest import config_for
 from tests.server.storage.test_migrations import (
     chunk_interval,
@@ -37,13 +37,19 @@ T0 = datetime(2026, 6, 5, 10, 0, 0, tzinfo=UTC)
 
 
 def store_a_metric_and_a_log(url: str) -> None:
-    repos = open_repositories(config_for(url))
+    """A metric (and a log entry, once the logs table exists), written as the repositories of
+    that revision did: today's repositories need the head schema (``series``, 0006)."""
+    time = to_micros(T0) if url.startswith("sqlite") else T0
+    engine = sa.create_engine(migrate.sqlalchemy_url(url), poolclass=NullPool)
     try:
-        repos.metrics.insert_batch(MetricBatch("h", [Metric(T0, "h", "mem.used_pct", 1.0)]))
-        if "logs" in table_names(url):
-            repos.logs.insert_batch(LogBatch("h", [LogEntry(T0, "h", "info", "hello")]))
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO metrics (time, host, name, value, labels)"
+                                 " VALUES (:t, 'h', 'mem.used_pct', 1.0, '{}')"), {"t": time})
+            if "logs" in table_names(url):
+                conn.execute(sa.text("INSERT INTO logs (time, host, level, message, labels)"
+                                     " VALUES (:t, 'h', 'info', 'hello', '{}')"), {"t": time})
     finally:
-        repos.close()
+        engine.dispose()
 
 
 def metric_count(url: str) -> int:

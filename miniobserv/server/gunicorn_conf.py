@@ -18,6 +18,8 @@ Why each setting:
   gunicorn kill and restart workers that are still booting; the workers skip their own run.
   A database that cannot be reached does not stop the start: the workers retry the
   migrations before requests and readiness answers 503 until it is back.
+- With ``DASHBOARD_AUTH=none`` or ``METRICS_AUTH=none`` and a bind beyond loopback, the master
+  logs the warning once (without this file each worker logs it).
 - ``timeout`` and ``graceful_timeout`` follow ``REQUEST_TIMEOUT`` and ``SHUTDOWN_TIMEOUT``.
 
 Every setting can be overridden as usual: command-line flags and ``GUNICORN_CMD_ARGS``
@@ -30,7 +32,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from miniobserv.server.startup import config_or_exit, configure_logging, migrate_before_fork
+from miniobserv.server.exposure import bind_host, warn_if_exposed
+from miniobserv.server.startup import (
+    EXPOSURE_CHECKED_ENV,
+    config_or_exit,
+    configure_logging,
+    migrate_before_fork,
+)
 
 CONFIG_ERROR = 2  # as `miniobserv serve`
 WORKERS = 2  # unless WEB_CONCURRENCY says otherwise (gunicorn's own convention)
@@ -63,6 +71,10 @@ if os.environ.get("LISTEN_ADDR"):
 
 
 def on_starting(server: Any) -> None:
-    """In the master, before the workers fork: logging, then the migrations, once."""
+    """In the master, before the workers fork: logging, the exposure warning and the
+    migrations, once for all workers."""
     configure_logging(_config.log_level)
+    hosts = [bind_host(b) for b in server.cfg.bind]
+    warn_if_exposed(_config, None if None in hosts else [h for h in hosts if h])
+    os.environ[EXPOSURE_CHECKED_ENV] = "1"  # the workers inherit it and stay quiet
     migrate_before_fork(_config, os.environ)

@@ -20,6 +20,8 @@ from miniobserv.server.storage.base import StorageUnavailable
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 MIGRATED_ENV = "MINIOBSERV_MIGRATED"
+# Set by the shipped config file in the master: it checked the exposure, once for all workers.
+EXPOSURE_CHECKED_ENV = "MINIOBSERV_EXPOSURE_CHECKED"
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from miniobserv.errors import MiniObservError
 from miniobserv.server.app import create_app
 from miniobserv.server.exposure import gunicorn_binds, warn_if_exposed
 from miniobserv.server.masterfiles import master_path, remove_stale
-from miniobserv.server.startup import configure_logging, fail, worker_config
+from miniobserv.server.startup import EXPOSURE_CHECKED_ENV, configure_logging, fail, worker_config
 
 APP_LOAD_ERROR = 4  # gunicorn.arbiter.Arbiter.APP_LOAD_ERROR
 FOLLOWER_WAIT_S = 1.0
@@ -39,7 +39,8 @@ def load() -> Flask:
         config = worker_config(ServerConfig.from_env(), os.environ)
         configure_logging(config.log_level)
         app = create_app(config, start_background=True)
-        warn_if_exposed(config, gunicorn_binds())  # once per worker process
+        if os.environ.get(EXPOSURE_CHECKED_ENV) != "1":  # without the config file: per worker
+            warn_if_exposed(config, gunicorn_binds())
         return app
     except MiniObservError as err:
         fail_once(f"miniobserv: {err}")

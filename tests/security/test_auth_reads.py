@@ -23,7 +23,7 @@ from miniobserv.config import ServerConfig
 from miniobserv.model import format_time
 from miniobserv.server.exposure import gunicorn_binds, warn_if_exposed
 from tests.agent.helpers import free_port
-from tests.processes import LoggedProcess
+from tests.processes import CONFIG_ARGS, LoggedProcess
 from tests.security.auth_helpers import TOKENS, client_for
 from tests.server.api.conftest import SECRET, Tokens
 
@@ -169,12 +169,16 @@ def test_no_gunicorn_on_the_stack_means_unknown() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("config_file", [False, True], ids=["bare", "shipped-config"])
 @pytest.mark.parametrize(("bind", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
 def test_gunicorn_with_dashboard_auth_none_warns_only_beyond_loopback(
-        sqlite_url: str, bind: str, warned: bool) -> None:
+        sqlite_url: str, bind: str, warned: bool, config_file: bool) -> None:
+    """Once per worker without the config file (one worker here); with it, once in the
+    master for all workers (two here)."""
     port = free_port()
+    options = [*CONFIG_ARGS, "-w", "2"] if config_file else ["-w", "1"]
     server = LoggedProcess(
-        [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"{bind}:{port}",
+        [sys.executable, "-m", "gunicorn", *options, "-b", f"{bind}:{port}",
          "miniobserv.server.wsgi:app"],
         {"DATABASE_URL": sqlite_url, "AGENT_TOKEN": SECRET, "DASHBOARD_AUTH": "none"})
     try:

@@ -147,9 +147,10 @@ class FakeMetricsRepository:
         return sorted(self.host_names)
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
-        """``self.rollup`` (False: like SQLite, no rollups; handler tests set it)."""
+        """``self.rollup`` (False: like SQLite, no rollups; handler tests set it), never for
+        fleet-wide queries (as PostgreSQL: they read raw points)."""
         self._check_up()
-        return self.rollup
+        return self.rollup and not query.is_fleet_wide
 
     def stored(self) -> list[Metric]:
         """Everything stored, in insertion order (for assertions)."""

@@ -225,3 +225,26 @@ def test_latest_limit_cuts_the_answer(loaded: Repositories) -> None:
     assert loaded.fleet.latest(since, name=NAME, limit=7) == every
     cut = loaded.fleet.latest(since, name=NAME, limit=6)
     assert len(cut) == 6 and all(value in every for value in cut)
+
+
+def test_fleet_queries_never_serve_from_a_rollup(loaded: Repositories) -> None:
+    recent = datetime.now(UTC) - timedelta(days=2)
+    for selection in SELECTIONS.values():
+        query = MetricQuery(name=NAME, start=recent, end=recent + timedelta(days=1),
+                            bucket="1h", **selection)
+        assert not loaded.metrics.serves_from_rollup(query)
+
+
+HOSTILE = "x') OR 1=1; DROP TABLE metrics; --"
+
+
+def test_hostile_label_values_and_keys_are_only_values(loaded: Repositories) -> None:
+    labels = ((HOSTILE[:10].replace(" ", "_").replace("'", "_").replace(")", "_"), HOSTILE),
+              ("core", HOSTILE))
+    for label in labels:
+        query = MetricQuery(None, NAME, START, END, labels=(label,), group_by=HOST_GROUP)
+        assert loaded.metrics.query(query) == []
+        assert loaded.metrics.count_series(query, 10) == 0
+        assert loaded.metrics.top(TopQuery(NAME, START, END, labels=(label,))) == []
+    everyone = TopQuery(NAME, START, END, agg="count", limit=100)
+    assert len(loaded.metrics.top(everyone)) == len(HOSTS)  # the table is still there

@@ -19,10 +19,12 @@ from typing import Any
 
 from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.storage.base import (
+    HOST_GROUP,
     PERCENTILES,
     AlertState,
     HostSeen,
     HostState,
+    HostValue,
     LatestValue,
     LogPage,
     LogQuery,
@@ -34,7 +36,9 @@ from miniobserv.server.storage.base import (
     Series,
     StorageError,
     StorageUnavailable,
+    TopQuery,
     log_page,
+    rank_hosts,
 )
 from miniobserv.server.storage.claims import BatchClaim, logs_claim, metrics_claim
 from miniobserv.server.storage.fleet_common import (
@@ -131,8 +135,7 @@ class FakeMetricsRepository:
         groups: dict[str, list[_Row]] = defaultdict(list)
         for row in self.rows:
             if _matches(row.metric, query):
-                key = "" if query.group_by is None else row.metric.labels[query.group_by]
-                groups[key].append(row)
+                groups[_group_key(row.metric, query.group_by)].append(row)
         if query.group_by is None:
             return [Series(labels={}, points=_bucketed(groups.get("", []), query))]
         return [Series(labels={query.group_by: value}, points=_bucketed(groups[value], query))
@@ -143,18 +146,30 @@ class FakeMetricsRepository:
         self._check_up()
         if query.group_by is None:
             return 1
-        values = {row.metric.labels[query.group_by] for row in self.rows
+        values = {_group_key(row.metric, query.group_by) for row in self.rows
                   if _matches(row.metric, query)}
         return min(len(values), limit)
+
+    def top(self, query: TopQuery) -> list[HostValue]:
+        """Every host's aggregate over the whole range, ranked by :func:`rank_hosts`."""
+        self._check_up()
+        hosts: dict[str, list[_Row]] = defaultdict(list)
+        window = MetricQuery(None, query.name, query.start, query.end, labels=query.labels)
+        for row in self.rows:
+            if _matches(row.metric, window):
+                hosts[row.metric.host].append(row)
+        return rank_hosts((HostValue(host, aggregate(query.agg, rows))
+                           for host, rows in hosts.items()), query)
 
     def hosts(self) -> list[str]:
         self._check_up()
         return sorted(self.host_names)
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
-        """``self.rollup`` (False: like SQLite, no rollups; handler tests set it)."""
+        """``self.rollup`` (False: like SQLite, no rollups; handler tests set it), never for
+        fleet-wide queries (as PostgreSQL: they read raw points)."""
         self._check_up()
-        return self.rollup
+        return self.rollup and not query.is_fleet_wide
 
     def stored(self) -> list[Metric]:
         """Everything stored, in insertion order (for assertions)."""
@@ -207,13 +222,20 @@ def _checked(metric: Metric) -> Metric:
 
 
 def _matches(metric: Metric, query: MetricQuery) -> bool:
-    if metric.host != query.host or metric.name != query.name:
+    if query.host not in (None, metric.host) or metric.name != query.name:
         return False
     if not query.start <= metric.time <= query.end:
         return False
     if any(metric.labels.get(key) != value for key, value in query.labels):
         return False
-    return query.group_by is None or query.group_by in metric.labels
+    return query.group_by in (None, HOST_GROUP) or query.group_by in metric.labels
+
+
+def _group_key(metric: Metric, group_by: str | None) -> str:
+    """The series a matching point belongs to: its host, its ``group_by`` label, or ""."""
+    if group_by == HOST_GROUP:
+        return metric.host
+    return "" if group_by is None else metric.labels[group_by]
 
 
 def bucket_start(time: datetime, width_s: int) -> datetime:
@@ -419,13 +441,14 @@ class FakeFleet:
         return [HostSeen(host, seen) for host, seen in sorted(self.metrics.host_seen.items())]
 
     def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
-               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+               labels: Sequence[tuple[str, str]] = (),
+               limit: int | None = None) -> list[LatestValue]:
         self._check_up()
         return merge_latest(
             LatestValue(m.host, m.name, dict(m.labels), m.time, m.value)
             for m in self.metrics.stored()
             if m.time >= since and name in (None, m.name) and host in (None, m.host)
-            and all(m.labels.get(key) == value for key, value in labels))
+            and all(m.labels.get(key) == value for key, value in labels))[:limit]
 
     def alert_states(self) -> list[AlertState]:
         self._check_up()

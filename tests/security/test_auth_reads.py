@@ -31,13 +31,15 @@ from tests.server.api.conftest import SECRET, Tokens
 _SINCE = format_time(datetime.now(UTC).replace(microsecond=0) - timedelta(days=1))
 FROM_TO = f"from={_SINCE}&to={format_time(datetime.now(UTC).replace(microsecond=0))}"
 DASHBOARD_DATA = [f"/api/v1/dashboard/query?host=web-01&name=mem.used_pct&{FROM_TO}",
-                  f"/api/v1/dashboard/latest?host=web-01&from={_SINCE}"]
+                  f"/api/v1/dashboard/latest?host=web-01&from={_SINCE}",
+                  "/api/v1/dashboard/fleet?name=mem.used_pct"]
 LOG_SEARCH = ["/api/v1/dashboard/logs", "/api/v1/dashboard/logs?q=password",
               "/api/v1/logs/query?q=password"]
 FLEET = ["/api/v1/hosts", "/api/v1/alerts"]
 DATA_ENDPOINTS = [*DASHBOARD_DATA, *LOG_SEARCH, *FLEET, "/metrics",
                   f"/api/v1/metrics/query?host=web-01&name=mem.used_pct&{FROM_TO}",
-                  "/api/v1/metrics/hosts"]
+                  "/api/v1/metrics/hosts", "/api/v1/metrics/latest?name=mem.used_pct",
+                  f"/api/v1/metrics/top?name=mem.used_pct&{FROM_TO}"]
 PUBLIC = ["/healthz", "/readyz", "/api/v1/openapi.json", "/", "/dashboard/dashboard.js",
           "/dashboard/dashboard.css"]
 

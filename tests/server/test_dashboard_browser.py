@@ -180,3 +180,75 @@ def test_dashboard_asks_for_a_token_and_keeps_it_for_the_tab(sqlite_url: str,
         assert not visible(browser, "token-form")
     finally:
         server.terminate()
+
+
+OTHERS = {"web-02": {"cpu": 80.0, "mem": 20.0, "disk": {"/": 50.0}},
+          "db-01": {"cpu": 5.0, "mem": 90.5, "disk": {"/": 40.0, "/srv": 95.5}}}
+
+
+def feed_others(url: str) -> None:
+    """One current point per series of the hosts in OTHERS."""
+    time = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    headers = {"Authorization": f"Bearer {mint_token(SECRET, scope='ingest')}"}
+    for host, values in OTHERS.items():
+        metrics = [{"time": time, "name": "cpu.usage_pct", "value": values["cpu"],
+                    "labels": {"core": "total"}},
+                   {"time": time, "name": "cpu.usage_pct", "value": 100, "labels": {"core": "1"}},
+                   {"time": time, "name": "mem.used_pct", "value": values["mem"]}]
+        metrics += [{"time": time, "name": "disk.used_pct", "value": used,
+                     "labels": {"mount": mount}} for mount, used in values["disk"].items()]
+        response = requests.post(url + "/api/v1/metrics", headers=headers, timeout=10,
+                                 json={"host": host, "metrics": metrics})
+        assert response.status_code == 202, response.text
+
+
+def fleet_rows(driver: Any) -> list[list[str]]:
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return [...document.querySelectorAll('#fleet-rows tr[data-host]')].map(tr => "
+        "[tr.dataset.host, ...[...tr.querySelectorAll('td.num .value')].map("
+        "v => v.textContent)])")
+
+
+def test_dashboard_fleet_table_sorts_by_each_column_and_links_to_hosts(
+        sqlite_url: str, browser: Any) -> None:
+    server = Gunicorn(sqlite_url)
+    server.wait_ready()
+    try:
+        feed(server.url)
+        feed_others(server.url)
+        # HOST's newest values, as feed() wrote them: cpu total 20 + 59 % 7, mem 42.5, and its
+        # fullest mount /data at 70 (/ is at 35.9).
+        current = {HOST: {"cpu": 20.0 + 59 % 7, "mem": 42.5, "disk": 70.0},
+                   **{h: {"cpu": v["cpu"], "mem": v["mem"], "disk": max(v["disk"].values())}
+                      for h, v in OTHERS.items()}}
+        token = mint_token(SECRET, scope="read", issuer="miniobserv")
+        browser.get(f"{server.url}/?refresh=2#window=15m&token={token}")
+        wait_until(browser, lambda d: len(fleet_rows(d)) == 3, "the fleet table")
+
+        def expected(order: list[str]) -> list[list[str]]:
+            return [[h, *(f"{current[h][k]:.1f} %" for k in ("cpu", "mem", "disk"))]
+                    for h in order]
+
+        assert fleet_rows(browser) == expected(sorted(current))
+        header = {key: browser.find_element("css selector", f'#fleet button[data-sort="{key}"]')
+                  for key in ("host", "cpu", "mem", "disk")}
+        for key in ("cpu", "mem", "disk"):
+            header[key].click()  # first click: highest first
+            assert fleet_rows(browser) == expected(sorted(current, key=lambda h, k=key:
+                                                          -current[h][k]))
+        header["disk"].click()  # again: lowest first
+        assert fleet_rows(browser) == expected(sorted(current, key=lambda h: current[h]["disk"]))
+        header["cpu"].click()
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-fleet.png"))
+        SAVED_ARTIFACTS.append(ARTIFACTS / "dashboard-fleet.png")
+        browser.find_element("css selector", '#fleet-rows tr[data-host="db-01"] a').click()
+        wait_until(browser, lambda d: d.execute_script(
+            "return document.getElementById('host-title').textContent.includes('db-01') && "
+            "location.hash.includes('host=db-01') && "
+            "document.querySelectorAll('#charts .chart').length >= 3"), "db-01's charts")
+        # A refresh keeps the chosen order.
+        assert fleet_rows(browser) == expected(sorted(current, key=lambda h: -current[h]["cpu"]))
+        assert console_errors(browser) == []
+    finally:
+        server.terminate()

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from flask import Flask
 
-from miniobserv.server.api import dashboard, exposition, fleet, health, logs, metrics, openapi
+from miniobserv.server.api import (
+    dashboard,
+    exposition,
+    fleet,
+    fleet_metrics,
+    health,
+    logs,
+    metrics,
+    openapi,
+)
 from miniobserv.server.api.context import current_config_of
 from miniobserv.server.api.errors import register_error_handlers
 
-BLUEPRINTS = (health.bp, metrics.bp, logs.bp, fleet.bp, exposition.bp, openapi.bp)
+BLUEPRINTS = (health.bp, metrics.bp, fleet_metrics.bp, logs.bp, fleet.bp, exposition.bp,
+              openapi.bp)
 
 
 def register(app: Flask) -> None:

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from miniobserv.errors import ValidationError
 from miniobserv.model import MAX_FUTURE, check_host, format_time
-from miniobserv.server.api import logs, metrics, openapi
+from miniobserv.server.api import fleet_metrics, logs, metrics, openapi
 from miniobserv.server.api.auth import READ, require, require_dashboard
 from miniobserv.server.api.context import current_config, current_repos
 from miniobserv.server.api.errors import ApiError
@@ -62,6 +62,13 @@ def log_lines() -> Response:
     """``/api/v1/logs/query`` for the page: a read token always (log search is never public)."""
     page_ = current_repos().logs.query(logs.parse_log_query(request.args))
     return jsonify(logs.query_answer(page_))
+
+
+@bp.get("/api/v1/dashboard/fleet")
+@require_dashboard
+def fleet() -> Response:
+    """``/api/v1/metrics/latest`` for the page's fleet table (same parameters and answer)."""
+    return jsonify(fleet_metrics.latest_answer(request.args))
 
 
 @bp.get("/api/v1/dashboard/latest")
@@ -134,6 +141,12 @@ openapi.add_operation("/api/v1/dashboard/logs", "get", {
                    "DASHBOARD_AUTH=none.",
     "parameters": logs.LOG_QUERY_PARAMS,
     "responses": {"200": openapi.response("As /api/v1/logs/query", "LogPage"),
+                  **openapi.errors("400", "401", "403", "503")}})
+openapi.add_operation("/api/v1/dashboard/fleet", "get", {
+    "summary": "The page's fleet table: as /api/v1/metrics/latest", "tags": ["dashboard"],
+    "security": openapi.BEARER, "x-token-scope": "read", "x-auth": DASHBOARD_AUTH,
+    "description": DASHBOARD_NOTE, "parameters": fleet_metrics.LATEST_PARAMS,
+    "responses": {"200": openapi.response("As /api/v1/metrics/latest", "FleetLatest"),
                   **openapi.errors("400", "401", "403", "503")}})
 openapi.add_operation("/api/v1/dashboard/latest", "get", {
     "summary": "The newest point of every series of one host", "tags": ["dashboard"],

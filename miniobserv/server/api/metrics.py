@@ -97,8 +97,11 @@ def parse_metric_query(args: MultiDict[str, str],
 
     The range may exceed MAX_RANGE, up to MAX_ROLLUP_RANGE, only when ``serves_from_rollup``
     (the repository's) says the store answers the query from a rollup; it is asked only then.
+    ``host`` is optional: without it the query is fleet-wide (every host's points as one
+    series, or one series per host with ``group_by=host``).
     """
-    host = check_host(_required(args, "host"))
+    host_text = args.get("host")
+    host = None if host_text is None else check_host(host_text)
     name = check_name(_required(args, "name"))
     start = parse_query_time(_required(args, "from"), "from")
     end = parse_query_time(_required(args, "to"), "to")
@@ -196,11 +199,12 @@ def _choice(args: MultiDict[str, str], key: str, default: str, allowed: Sequence
 
 
 def _group_by(value: str | None) -> str | None:
+    """A label key, or ``host`` (HOST_GROUP: one series per host, never a label so named)."""
     if value is None:
         return None
     if not is_label_key(value):
-        raise ValidationError("group_by", "must be a label key ([A-Za-z_][A-Za-z0-9_]*, "
-                                          "at most 64 characters)")
+        raise ValidationError("group_by", "must be host or a label key "
+                                          "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)")
     return value
 
 

@@ -134,7 +134,9 @@ SCHEMAS: dict[str, Json] = {
         "type": "object", "required": ["host", "name", "bucket", "agg"],
         "description": "`points` without group_by; `series` with it",
         "properties": {
-            "host": {"type": "string"}, "name": {"type": "string"},
+            "host": {"type": "string", "nullable": True,
+                     "description": "null for a fleet-wide query (no host given)"},
+            "name": {"type": "string"},
             "bucket": {"type": "string", "enum": list(BUCKETS)},
             "agg": {"type": "string", "enum": list(AGGREGATES)},
             "points": {"type": "array", "items": ref("Point")},
@@ -152,7 +154,10 @@ GZIP_HEADER: Json = {"name": "Content-Encoding", "in": "header", "required": Fal
                      "schema": {"type": "string", "enum": ["gzip", "identity"]}}
 
 METRIC_QUERY_PARAMS: list[Json] = [
-    query_param("host", "Host name", {"type": "string"}, required=True),
+    query_param("host", "Host name; without it the query is fleet-wide: every host's points "
+                        "aggregated as one series, or one series per host with group_by=host "
+                        "(fleet-wide queries read raw points: at most 30 days)",
+                {"type": "string"}),
     query_param("name", "Metric name", METRIC_NAME, required=True),
     query_param("from", "Window start (inclusive), RFC 3339", TIME, required=True),
     query_param("to", "Window end (inclusive), RFC 3339; after from, at most 30 days later, "
@@ -167,7 +172,9 @@ METRIC_QUERY_PARAMS: list[Json] = [
     query_param("label", "key:value filter (split at the first colon); repeatable, all must "
                          "match", {"type": "array", "items": {"type": "string"}},
                 style="form", explode=True),
-    query_param("group_by", "Label key: answer one series per value",
+    query_param("group_by", "Label key: answer one series per value, labelled {key: value}; "
+                            "`host`: one series per host, labelled {\"host\": h} (the host, "
+                            "never a label named host); the series count is capped",
                 {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
 ]
 

@@ -27,7 +27,15 @@ const ORDER = ["cpu.", "mem.", "swap.", "load.", "disk.", "net.", "system.", "cu
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 520, H = 170, PAD = {left: 62, right: 12, top: 10, bottom: 22};
 
-const state = {host: null, window: "1h", timer: null, generation: 0};
+const state = {host: null, window: "1h", timer: null, generation: 0,
+               fleet: [], fleetSort: {key: "host", dir: 1}};
+// The fleet table's columns: the newest value of each series /api/v1/dashboard/fleet answers
+// (as /api/v1/metrics/latest); a host's disk is its fullest mount.
+const FLEET_COLUMNS = [
+  {key: "cpu", name: "cpu.usage_pct", label: "core:total"},
+  {key: "mem", name: "mem.used_pct"},
+  {key: "disk", name: "disk.used_pct"},
+];
 
 class AuthError extends Error {}
 
@@ -191,7 +199,8 @@ async function loadEverything(generation) {
   if (generation !== state.generation) return;
   $("token-form").classList.add("hidden");  // the token works: no need to wait for the charts
   renderHosts(hosts.hosts);
-  const results = await Promise.allSettled([loadCharts(generation), loadAlerts(), loadLogs()]);
+  const results = await Promise.allSettled([loadFleet(hosts.hosts, generation),
+                                            loadCharts(generation), loadAlerts(), loadLogs()]);
   const failed = results.find((r) => r.status === "rejected");
   if (failed) throw failed.reason;
 }
@@ -223,6 +232,73 @@ function selectHost(host) {
   writeHash();
   $("charts").replaceChildren();
   refresh();
+}
+
+/* --- fleet table: every host's current CPU, memory and disk, sortable ---------------------- */
+
+async function loadFleet(hosts, generation) {
+  const answers = await Promise.all(FLEET_COLUMNS.map((column) => {
+    const params = new URLSearchParams({name: column.name});
+    if (column.label) params.set("label", column.label);
+    return api("/api/v1/dashboard/fleet", params);
+  }));
+  if (generation !== state.generation) return;
+  const rows = new Map(hosts.map((h) => [h.host, {host: h.host, status: h.status}]));
+  FLEET_COLUMNS.forEach((column, index) => {
+    for (const s of answers[index].series) {
+      const row = rows.get(s.host) || {host: s.host, status: "ok"};
+      row[column.key] = Math.max(row[column.key] ?? -Infinity, s.value);  // fullest mount
+      rows.set(s.host, row);
+    }
+  });
+  state.fleet = [...rows.values()];
+  renderFleet();
+}
+
+function compareFleet(a, b) {
+  const {key, dir} = state.fleetSort;
+  if (key === "host") return dir * (a.host < b.host ? -1 : a.host > b.host ? 1 : 0);
+  const x = a[key], y = b[key];
+  if (x === undefined || y === undefined) {  // hosts without a value last, either way
+    return (x === undefined) - (y === undefined) || (a.host < b.host ? -1 : 1);
+  }
+  return dir * (x - y) || (a.host < b.host ? -1 : 1);
+}
+
+function renderFleet() {
+  const {key, dir} = state.fleetSort;
+  for (const button of document.querySelectorAll("#fleet th button")) {
+    const sorted = button.dataset.sort === key;
+    button.parentElement.setAttribute("aria-sort",
+      sorted ? (dir > 0 ? "ascending" : "descending") : "none");
+  }
+  const rows = [...state.fleet].sort(compareFleet).map((r) => {
+    const link = el("a", {"href": `#host=${encodeURIComponent(r.host)}&window=${state.window}`,
+                          "class": "host-link"}, r.host);
+    link.addEventListener("click", (event) => { event.preventDefault(); selectHost(r.host); });
+    return el("tr", {"data-host": r.host, "class": r.host === state.host ? "selected" : ""},
+      el("td", {}, el("span", {"class": `dot ${r.status}`}), link),
+      ...FLEET_COLUMNS.map((c) => fleetCell(c, r[c.key])));
+  });
+  $("fleet-rows").replaceChildren(...(rows.length ? rows : [el("tr", {},
+    el("td", {"colspan": "4", "class": "empty"}, "No host has reported yet."))]));
+}
+
+function fleetCell(column, value) {
+  if (value === undefined) return el("td", {"class": "num", "data-value": ""}, "–");
+  const level = value >= 90 ? "high" : value >= 75 ? "warn" : "";
+  const fill = el("span", {"class": "fill"});
+  fill.style.width = `${Math.min(100, Math.max(0, value)).toFixed(1)}%`;  // CSSOM: CSP allows it
+  return el("td", {"class": `num ${level}`, "data-value": String(value)},
+    el("span", {"class": "value"}, formatValue(column.name, value)),
+    el("span", {"class": "bar"}, fill));
+}
+
+function sortFleet(key) {
+  const same = state.fleetSort.key === key;
+  // A first click sorts hosts A→Z, values highest first; a second click reverses.
+  state.fleetSort = {key, dir: same ? -state.fleetSort.dir : (key === "host" ? 1 : -1)};
+  renderFleet();
 }
 
 /* --- charts ------------------------------------------------------------------------------- */
@@ -494,6 +570,9 @@ function renderWindows() {
 function start() {
   readHash();
   renderWindows();
+  for (const button of document.querySelectorAll("#fleet th button")) {
+    button.addEventListener("click", () => sortFleet(button.dataset.sort));
+  }
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const token = $("token-input").value.trim();

@@ -57,15 +57,21 @@ class BatchConflict(StorageError):
         self.kind = kind
 
 
+HOST_GROUP = "host"  # group_by=host: one series per host (the host column, not a label)
+
+
 @dataclass(frozen=True)
 class MetricQuery:
     """A validated metrics query: one series name of one host over ``[start, end]``.
 
     ``labels`` are (key, value) pairs every matching point must carry; ``group_by`` splits
     the answer into one series per value of that label key (points without it are left out).
+    ``host=None`` reads every host (fleet-wide: without ``group_by`` all hosts' points are
+    aggregated as one series); ``group_by="host"`` (:data:`HOST_GROUP`) answers one series
+    per host, labelled ``{"host": h}``, whatever labels the points carry.
     """
 
-    host: str
+    host: str | None
     name: str
     start: datetime
     end: datetime
@@ -77,6 +83,50 @@ class MetricQuery:
     @property
     def bucket_seconds(self) -> int:
         return BUCKETS[self.bucket]
+
+    @property
+    def is_fleet_wide(self) -> bool:
+        """True for a query over every host or grouped by host (the stores' fleet queries)."""
+        return self.host is None or self.group_by == HOST_GROUP
+
+
+TOP_ORDERS: tuple[str, ...] = ("desc", "asc")
+
+
+@dataclass(frozen=True)
+class TopQuery:
+    """The hosts whose points of ``name`` (and ``labels``) in ``[start, end]`` have the
+    highest (``desc``) or lowest (``asc``) ``agg`` over the whole range, at most ``limit``."""
+
+    name: str
+    start: datetime
+    end: datetime
+    agg: str = "avg"
+    labels: tuple[tuple[str, str], ...] = ()
+    limit: int = 10
+    order: str = "desc"
+
+    def __post_init__(self) -> None:
+        if self.agg not in AGGREGATES or self.order not in TOP_ORDERS or self.limit < 1:
+            raise ValueError(f"bad top query: agg={self.agg!r} order={self.order!r} "
+                             f"limit={self.limit}")
+
+
+@dataclass(frozen=True)
+class HostValue:
+    """One host and the aggregate of a :class:`TopQuery` over its points."""
+
+    host: str
+    value: float
+
+
+def rank_hosts(values: Iterable[HostValue], query: TopQuery) -> list[HostValue]:
+    """The first ``query.limit`` of ``values`` by value (``order``), ties by host name.
+
+    Ranked here, not in SQL, so that every store orders alike (code-point host order).
+    """
+    sign = -1.0 if query.order == "desc" else 1.0
+    return sorted(values, key=lambda v: (sign * v.value, v.host))[:query.limit]
 
 
 @dataclass(frozen=True)
@@ -118,11 +168,17 @@ class MetricsRepository(Protocol):
         The distinct values of the ``group_by`` label among the points of host, name and
         label filters in ``[start, end]``, read without the points (``LIMIT limit``), so that
         the API can refuse a query too large before running it. 1 without ``group_by``.
+        With ``group_by="host"``, the distinct hosts; with ``host=None``, over every host.
         """
         ...
 
     def hosts(self) -> list[str]:
         """Every host that ever sent an accepted batch, sorted."""
+        ...
+
+    def top(self, query: TopQuery) -> list[HostValue]:
+        """:func:`rank_hosts` of every host with matching points: one aggregate per host over
+        the whole range (``last``: the newest point, the greatest among equal times)."""
         ...
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
@@ -333,11 +389,14 @@ class FleetRepository(Protocol):
         ...
 
     def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
-               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+               labels: Sequence[tuple[str, str]] = (),
+               limit: int | None = None) -> list[LatestValue]:
         """The newest point of every series with a point at or after ``since``, in ONE query.
 
         Optional filters: one metric name, one host, labels every series must carry. Among
         points of the same newest time the greatest value wins. Sorted by host, name, labels.
+        With ``limit``, at most ``limit`` series, not necessarily the first ones: enough to
+        tell an answer too large (ask ``limit = cap + 1``) without reading all of it.
         """
         ...
 

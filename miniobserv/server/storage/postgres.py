@@ -30,11 +30,13 @@ from miniobserv.server.storage.base import (
     EPOCH,
     MICROSECOND,
     PERCENTILES,
+    HostValue,
     MetricQuery,
     Point,
     Series,
     StorageError,
     StorageUnavailable,
+    TopQuery,
     labels_text,
 )
 from miniobserv.server.storage.claims import BatchClaim, metrics_claim
@@ -262,6 +264,11 @@ class PostgresMetrics:
         self._ingest = ingest
         self._pool = ingest.pool
         self._rollups: frozenset[str] | None = None  # the rollup views found, once known
+        from miniobserv.server.storage.postgres_fleetquery import (  # imports this module
+            PostgresFleetQueries,
+        )
+
+        self._fleet_queries = PostgresFleetQueries(pool)
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
@@ -272,6 +279,8 @@ class PostgresMetrics:
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
+        if query.is_fleet_wide:
+            return self._fleet_queries.query(query)
         view = ROLLUP_VIEWS[query.bucket] if self.serves_from_rollup(query) else None
         try:
             rows = self._fetch(*build_query(query, view))
@@ -285,6 +294,8 @@ class PostgresMetrics:
 
     def count_series(self, query: MetricQuery, limit: int) -> int:
         """Distinct ``group_by`` values of the matching raw points, at most ``limit``."""
+        if query.is_fleet_wide:
+            return self._fleet_queries.count_series(query, limit)
         if query.group_by is None:
             return 1
         params: dict[str, Any] = {"host": query.host, "name": query.name,
@@ -295,12 +306,17 @@ class PostgresMetrics:
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
         """True when ``query`` is answered from a rollup: a ``1h``/``1d`` bucket, an aggregate
-        the rollups keep, a rollup in this database, and a start within their retention."""
-        if query.bucket not in ROLLUP_VIEWS or query.agg not in ROLLUP_AGGREGATE_SQL:
+        the rollups keep, a rollup in this database, and a start within their retention.
+        Never for fleet-wide queries (:mod:`.postgres_fleetquery` reads raw points)."""
+        if query.is_fleet_wide or query.bucket not in ROLLUP_VIEWS or query.agg not in ROLLUP_AGGREGATE_SQL:
             return False
         if query.start < datetime.now(UTC) - ROLLUP_RETENTION:
             return False
         return ROLLUP_VIEWS[query.bucket] in self._available_rollups()
+
+    def top(self, query: TopQuery) -> list[HostValue]:
+        """The hosts of the highest (or lowest) aggregate over the range."""
+        return self._fleet_queries.top(query)
 
     def _available_rollups(self) -> frozenset[str]:
         if self._rollups is None:

@@ -48,7 +48,7 @@ LEADER_LOCK_KEY = 0x6D696E696F627361
 
 _LATEST = """SELECT DISTINCT ON (host, name, labels) host, name, labels, time, value
     FROM metrics WHERE time >= %(since)s{filters}
-    ORDER BY host, name, labels, time DESC, value DESC"""
+    ORDER BY host, name, labels, time DESC, value DESC LIMIT %(limit)s"""
 _UPSERT_STATE = """INSERT INTO alert_states (rule_key, host, labels_key, state, value, since,
         updated_at, last_notified) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (rule_key, host, labels_key) DO UPDATE SET state = excluded.state,
@@ -77,9 +77,10 @@ class PostgresFleet:
                       key=lambda h: h.host)
 
     def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
-               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
+               labels: Sequence[tuple[str, str]] = (),
+               limit: int | None = None) -> list[LatestValue]:
         """One DISTINCT ON query; label filters are one ``@>`` containment each."""
-        params: dict[str, Any] = {"since": since, "name": name, "host": host}
+        params: dict[str, Any] = {"since": since, "name": name, "host": host, "limit": limit}
         filters: list[sql.Composable] = []
         if name is not None:
             filters.append(sql.SQL(" AND name = %(name)s"))

@@ -28,12 +28,15 @@ from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
     EPOCH,
+    HOST_GROUP,
     PERCENTILES,
+    HostValue,
     MetricQuery,
     Point,
     Series,
     StorageError,
     StorageUnavailable,
+    TopQuery,
     labels_text,
     to_micros,
 )
@@ -313,6 +316,11 @@ class SQLiteMetrics:
 
     def __init__(self, db: SQLiteDatabase) -> None:
         self._db = db
+        from miniobserv.server.storage.sqlite_fleetquery import (  # imports this module
+            SQLiteFleetQueries,
+        )
+
+        self._fleet_queries = SQLiteFleetQueries(db)
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
@@ -324,6 +332,8 @@ class SQLiteMetrics:
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
+        if query.is_fleet_wide:
+            return self._fleet_queries.query(query)
         if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
             raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
         if not all(is_label_key(key) for key, _ in query.labels) or \
@@ -342,6 +352,8 @@ class SQLiteMetrics:
 
     def count_series(self, query: MetricQuery, limit: int) -> int:
         """Distinct ``group_by`` values of the matching points, at most ``limit``."""
+        if query.is_fleet_wide:
+            return self._fleet_queries.count_series(query, limit)
         if query.group_by is None:
             return 1
         if not all(is_label_key(key) for key, _ in query.labels) or \
@@ -358,6 +370,10 @@ class SQLiteMetrics:
         with self._db.read() as conn:
             return [row[0] for row in conn.execute("SELECT host FROM hosts ORDER BY host")]
 
+    def top(self, query: TopQuery) -> list[HostValue]:
+        """The hosts of the highest (or lowest) aggregate over the range."""
+        return self._fleet_queries.top(query)
+
     def serves_from_rollup(self, query: MetricQuery) -> bool:
         """Always False: SQLite has no rollups, every query reads the raw points."""
         return False
@@ -368,14 +384,17 @@ def _json_path(key: str) -> str:
 
 
 def _where(query: MetricQuery) -> tuple[str, dict[str, Any]]:
+    """The conditions of ``query`` and their parameters; no host condition for ``host=None``,
+    no label condition for ``group_by="host"`` (fleet-wide queries, :mod:`.sqlite_fleetquery`)."""
     params: dict[str, Any] = {"width": query.bucket_seconds * 1_000_000, "host": query.host,
                               "name": query.name, "start": to_micros(query.start),
                               "end": to_micros(query.end)}
-    clauses = ["host = :host", "name = :name", "time >= :start", "time <= :end"]
+    clauses = ["host = :host"] if query.host is not None else []
+    clauses += ["name = :name", "time >= :start", "time <= :end"]
     for index, (key, value) in enumerate(query.labels):
         params[f"key{index}"], params[f"value{index}"] = _json_path(key), value
         clauses.append(f"json_extract(labels, :key{index}) = :value{index}")
-    if query.group_by is not None:
+    if query.group_by is not None and query.group_by != HOST_GROUP:
         params["group"] = _json_path(query.group_by)
         clauses.append("json_extract(labels, :group) IS NOT NULL")
     return " AND ".join(clauses), params

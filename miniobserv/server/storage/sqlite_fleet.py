@@ -74,8 +74,12 @@ class SQLiteFleet:
         return [HostSeen(host, from_micros(seen)) for host, seen in rows]
 
     def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
-               labels: Sequence[tuple[str, str]] = ()) -> list[LatestValue]:
-        """One window query; label filters compare ``json_extract`` per key."""
+               labels: Sequence[tuple[str, str]] = (),
+               limit: int | None = None) -> list[LatestValue]:
+        """One window query; label filters compare ``json_extract`` per key.
+
+        ``limit`` cuts the merged answer: a label set may have several spellings here.
+        """
         clauses = ["time >= :since"]
         params: dict[str, Any] = {"since": to_micros(since), "name": name, "host": host}
         if name is not None:
@@ -89,7 +93,7 @@ class SQLiteFleet:
         with self._db.read() as conn:
             rows = conn.execute(_LATEST.format(where=" AND ".join(clauses)), params).fetchall()
         return merge_latest(LatestValue(h, n, json.loads(lab), from_micros(t), float(v))
-                            for h, n, lab, t, v in rows)
+                            for h, n, lab, t, v in rows)[:limit]
 
     def alert_states(self) -> list[AlertState]:
         with self._db.read() as conn:

@@ -49,8 +49,7 @@ def test_query_enums_come_from_the_allowlists(document: dict[str, Any]) -> None:
               ["parameters"]}
     assert params["bucket"]["schema"]["enum"] == list(BUCKETS)
     assert params["agg"]["schema"]["enum"] == list(AGGREGATES)
-    assert {name for name, p in params.items() if p["required"]} == {"host", "name", "from",
-                                                                     "to"}
+    assert {name for name, p in params.items() if p["required"]} == {"name", "from", "to"}
 
 
 def test_metric_names_come_from_the_model(document: dict[str, Any]) -> None:

@@ -268,7 +268,7 @@ class PostgresMetrics:
             PostgresFleetQueries,
         )
 
-        self._fleet_queries = PostgresFleetQueries(pool)
+        self._fleet_queries = PostgresFleetQueries(self._pool)
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""

@@ -18,8 +18,9 @@ import threading
 import time
 import uuid
 
+from miniobserv.agent.drops import DropCounters
 from miniobserv.agent.logtail import MAX_CHUNK_BYTES, Checkpoint, Chunk, Tailer
-from miniobserv.agent.runner import BatchSender, Outbox
+from miniobserv.agent.outbox import BatchSender, Outbox
 from miniobserv.agent.sender import SendResult
 from miniobserv.config import AgentConfig
 from miniobserv.errors import ConfigError
@@ -54,6 +55,7 @@ class LogShipper:
         self.stopping = threading.Event()  # set: polling stops at once
         self.queued = 0  # batches handed to the outbox
         self.lines_lost = 0  # lines of batches the server refused for good
+        self.drops = DropCounters()  # the runner shares its own
         self._thread: threading.Thread | None = None
 
     @classmethod

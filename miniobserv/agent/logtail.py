@@ -64,6 +64,7 @@ import re
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -84,6 +85,7 @@ log = logging.getLogger(__name__)
 
 TRUNCATED_MARKER = " …[truncated]"
 FP_BYTES = 256  # how many leading bytes identify a file's content
+CHUNK_NAMESPACE = uuid.UUID("5b0e4f8e-6a57-4c1e-9a51-0d1c6c0f11a1")  # of log chunk batch ids
 MAX_CHUNK_BYTES = 1024 * 1024  # message bytes per chunk: the JSON body stays far below 8 MiB
 _MARKER_BYTES = len(TRUNCATED_MARKER.encode())
 
@@ -122,13 +124,25 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Chunk:
-    """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint."""
+    """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint.
+
+    ``ranges`` names what was read: per file ``(st_dev, st_ino, fingerprint, start, end)``
+    (``end`` -1: read to its end and closed). The same bytes polled again after a restart
+    give the same ranges, hence the same :attr:`batch_id`.
+    """
 
     lines: tuple[LogLine, ...]
     checkpoint: Checkpoint
+    ranges: tuple[tuple[int, int, str, int, int], ...] = ()
 
     def to_entries(self, host: str) -> list[LogEntry]:
         return [line.to_entry(host) for line in self.lines]
+
+    @property
+    def batch_id(self) -> uuid.UUID:
+        """A UUIDv5 of the host-independent ranges: a re-sent chunk keeps its id."""
+        text = ";".join(f"{d}:{i}:{fp}:{a}-{b}" for d, i, fp, a, b in self.ranges)
+        return uuid.uuid5(CHUNK_NAMESPACE, text)
 
 
 @dataclass
@@ -219,6 +233,8 @@ class Tailer:
         self._dirty = False
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         self._known_patterns, self._committed = load_state(self.state_path)
+        self._polled: dict[Ident, FilePosition] = {}  # positions after the previous poll
+        self._polled_closed: frozenset[Ident] = frozenset()
 
     # --- public API ------------------------------------------------------------------------
 
@@ -246,7 +262,25 @@ class Tailer:
             self._seq += 1
             checkpoint = Checkpoint(self._seq, {i: f.position() for i, f in self._files.items()},
                                     frozenset(self._closed))
-            return Chunk(tuple(lines), checkpoint)
+            ranges = self._ranges(checkpoint)
+            return Chunk(tuple(lines), checkpoint, ranges)
+
+    def _ranges(self, checkpoint: Checkpoint) -> tuple[tuple[int, int, str, int, int], ...]:
+        """What this poll read, per file, since the previous poll (or the saved state)."""
+        before = self._polled or self._committed
+        ranges = []
+        for ident, pos in sorted(checkpoint.positions.items()):
+            old = before.get(ident)
+            start = old.offset if old is not None and old.fp == pos.fp else 0
+            if start != pos.offset:
+                ranges.append((ident[0], ident[1], pos.fp, start, pos.offset))
+        for ident in sorted(checkpoint.closed - set(self._polled_closed)):
+            old = before.get(ident)
+            if old is not None:
+                ranges.append((ident[0], ident[1], old.fp, old.offset, -1))
+        self._polled = dict(checkpoint.positions)
+        self._polled_closed = frozenset(checkpoint.closed)
+        return tuple(ranges)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         """Save ``checkpoint`` as shipped: call it when the server acknowledged the batch

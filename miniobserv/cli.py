@@ -22,15 +22,10 @@ import requests
 from jwt.warnings import InsecureKeyLengthWarning
 from werkzeug.wsgi import ClosingIterator
 
-from miniobserv.config import (
-    DurationTooLong,
-    ServerConfig,
-    excerpt,
-    format_duration,
-    parse_duration,
-)
+from miniobserv.config import ServerConfig
 from miniobserv.errors import ConfigError
 from miniobserv.tokens import SCOPES, mint_token
+from miniobserv.units import DurationTooLong, excerpt, format_duration, parse_duration
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from miniobserv.errors import ConfigError, ValidationError
 from miniobserv.model import check_host, check_labels
+from miniobserv.units import (  # re-exported: callers import them from here too
+    DurationTooLong,
+    excerpt,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from miniobserv.rules import AlertRule, Notification
@@ -26,85 +33,10 @@ if TYPE_CHECKING:
 MIN_SECRET_LEN = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE = re.compile(r"(\d+) ?(kib|mib|gib)?", re.ASCII | re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
-EXCERPT_LEN = 40  # how much of a bad value an error message repeats
 DEFAULT_TOKEN_MAX_TTL = timedelta(days=30)
 TOKEN_MAX_TTL_BOUNDS = (timedelta(minutes=1), timedelta(days=3650))
-
-
-class DurationTooLong(ValueError):
-    """A well-formed duration longer than any bound (and than :class:`timedelta` can hold)."""
-
-
-def excerpt(value: object, limit: int = EXCERPT_LEN) -> str:
-    """``value``'s text cut to ``limit`` characters, ``…`` marking the cut.
-
-    Error messages repeat bad input through this, so a 5000-digit value stays one short line.
-    """
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``90s``, ``5m``, ``1h30m``, ``30d`` or ``250ms``; raise ValueError otherwise.
-
-    A duration too long for :class:`timedelta` (about 2.7 million years) raises
-    :class:`DurationTooLong`, a ValueError, so callers can name their bounds instead.
-    """
-    text = text.strip()
-    pos, total = 0, 0.0
-    if not text:
-        raise ValueError("empty duration")
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text):
-        raise ValueError(f"not a duration: {excerpt(text)!r} (use e.g. 10s, 5m, 1h, 30d)")
-    try:
-        return timedelta(seconds=total)
-    except OverflowError:  # also float("1" + "0" * 400) == inf
-        raise DurationTooLong(f"duration too long: {excerpt(text)!r}") from None
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte count: ``1048576``, or with a binary suffix ``512KiB``, ``8MiB``, ``1GiB``.
-
-    The suffix is case-insensitive and may follow one space; raise ValueError otherwise.
-    """
-    m = _SIZE.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"not a size: {excerpt(text)!r} (use e.g. 1048576, 512KiB, 8MiB)")
-    digits = m.group(1).lstrip("0") or "0"
-    # Past 20 digits a count exceeds every bound; clamping keeps int() off its digit limit.
-    number = int(digits) if len(digits) <= 20 else 10 ** 20
-    return number * _SIZE_UNITS[(m.group(2) or "").lower()]
-
-
-def format_size(value: int) -> str:
-    """The shortest text :func:`parse_size` reads back (``8MiB``, ``1536KiB``, ``1000``)."""
-    for unit in ("GiB", "MiB", "KiB"):
-        size = _SIZE_UNITS[unit.lower()]
-        if value and value % size == 0:
-            return f"{value // size}{unit}"
-    return str(value)
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest text :func:`parse_duration` reads back (``5m``, ``1h30m``, ``500ms``)."""
-    ms = round(value.total_seconds() * 1000)
-    if ms % 1000:
-        return f"{ms}ms"
-    seconds, parts = ms // 1000, []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts) or "0s"
+DEFAULT_SPOOL_MAX_BYTES = 256 << 20
+SPOOL_MAX_BYTES_BOUNDS = (1 << 20, 64 << 30)
 
 
 class _Env:
@@ -346,6 +278,8 @@ class AgentConfig:
     shutdown_timeout: timedelta = timedelta(seconds=10)
     log_level: str = "INFO"
     token_max_ttl: timedelta = DEFAULT_TOKEN_MAX_TTL  # the agent mints min(24h, this)
+    spool_dir: Path | None = None  # set: batches the full queue cannot take go to disk
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -356,6 +290,7 @@ class AgentConfig:
         if not server_url.startswith(("http://", "https://")):
             raise ConfigError("SERVER_URL must start with http:// or https://")
         state_dir = env.raw("LOG_STATE_DIR")
+        spool_dir = env.raw("SPOOL_DIR")
         return cls(
             server_url=server_url,
             agent_token=env.secret("AGENT_TOKEN"),
@@ -375,6 +310,9 @@ class AgentConfig:
                                           timedelta(seconds=120)),
             log_level=env.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
             token_max_ttl=_token_max_ttl(env),
+            spool_dir=Path(spool_dir).expanduser() if spool_dir else None,
+            spool_max_bytes=env.size("SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES,
+                                     *SPOOL_MAX_BYTES_BOUNDS),
         )
 
 

@@ -17,9 +17,9 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from miniobserv.config import DurationTooLong, excerpt, format_duration, parse_duration
 from miniobserv.errors import ConfigError, ValidationError
 from miniobserv.model import check_host, check_labels, is_metric_name
+from miniobserv.units import DurationTooLong, excerpt, format_duration, parse_duration
 
 ANY_HOST = "*"
 OPERATORS: Mapping[str, Any] = {

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -48,6 +49,7 @@ class StubSettings:
     fail_rate: float = 0.0
     rand: Callable[[], float] = random.random
     seen: set[str] = field(default_factory=set)
+    accepted: Counter[str] = field(default_factory=Counter)  # batch_id → 202 answers
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -65,6 +67,7 @@ class StubSettings:
         with self.lock:
             seen = batch_id in self.seen
             self.seen.add(batch_id)
+            self.accepted[batch_id] += 1
         return seen
 
 

@@ -459,3 +459,27 @@ def test_cardinality_limits_and_their_bounds(variable: str, attribute: str,
         assert refused(server, **{variable: bad}) == \
             f"{variable}={bad} is out of bounds: 1 to 10000000"
     assert refused(server, **{variable: "many"}).startswith(f"{variable}='many' is not an integer")
+
+
+def test_spool_is_off_by_default_and_bounded_to_256mib() -> None:
+    config = agent()
+    assert config.spool_dir is None
+    assert config.spool_max_bytes == 256 * 1024 * 1024
+
+
+def test_spool_dir_expands_home_and_max_bytes_reads_sizes() -> None:
+    config = agent(SPOOL_DIR="~/spool", SPOOL_MAX_BYTES="8MiB")
+    assert config.spool_dir == Path.home() / "spool"
+    assert config.spool_max_bytes == 8 << 20
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("1MiB", True), ("1048575", False), ("64GiB", True), (str((64 << 30) + 1), False),
+    ("lots", False),
+])
+def test_spool_max_bytes_bounds_are_1mib_to_64gib(text, ok) -> None:
+    if ok:
+        assert agent(SPOOL_MAX_BYTES=text).spool_max_bytes == parse_size(text)
+    else:
+        with pytest.raises(ConfigError, match="SPOOL_MAX_BYTES.*1MiB to 64GiB"):
+            agent(SPOOL_MAX_BYTES=text)

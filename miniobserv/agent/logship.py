@@ -2,12 +2,16 @@
 
 A :class:`LogShipper` runs one thread that polls a :class:`~miniobserv.agent.logtail.Tailer`
 about every second (never less often than once per ``COLLECT_INTERVAL``) and sends each chunk
-of at most 1000 lines as one :class:`~miniobserv.model.LogBatch` with its own ``batch_id``,
-through its own bounded queue and sender thread (the same discipline as metrics: backoff,
+of at most 1000 lines as one :class:`~miniobserv.model.LogBatch` whose ``batch_id`` is derived
+from the files' identities and byte ranges (:attr:`~miniobserv.agent.logtail.Chunk.batch_id`),
+so a chunk re-read after a restart keeps its id and the server stores it once (a 409, the same
+id with other read times, counts as stored), through its own bounded queue and sender thread (the same discipline as metrics: backoff,
 retries without end, a bounded drain). The tailer's read position is committed, in poll order,
-only once the server acknowledged the batch (2xx) or refused it for good (a permanent 4xx,
-logged as lost). Log chunks are never dropped on the agent side: the thread polls only while
-the queue has room, so during an outage the files themselves are the buffer.
+only once the server acknowledged the batch (2xx) or refused it for good. A chunk refused with
+413 or 400 is split in halves and re-sent, down to single lines: only a line refused on its own
+is dropped, counted (``log_lines_refused``) and logged. Log chunks are never dropped on the
+agent side: the thread polls only while the queue has room, so during an outage the files
+themselves are the buffer.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import threading
 import time
 import uuid
 
+from miniobserv.agent.drops import DropCounters
 from miniobserv.agent.logtail import MAX_CHUNK_BYTES, Checkpoint, Chunk, Tailer
-from miniobserv.agent.runner import BatchSender, Outbox
+from miniobserv.agent.outbox import BatchSender, Outbox
 from miniobserv.agent.sender import SendResult
 from miniobserv.config import AgentConfig
 from miniobserv.errors import ConfigError
 from miniobserv.model import MAX_BATCH, LogBatch
 
 log = logging.getLogger(__name__)
+
+CONFLICT = 409  # the id was stored before: a chunk re-read after a restart (read times differ)
+SPLIT_ON = (400, 413)  # a chunk refused whole is split: one bad or oversized line keeps its own
 
 
 def is_full(chunk: Chunk, max_lines: int = MAX_BATCH, max_bytes: int = MAX_CHUNK_BYTES) -> bool:
@@ -54,6 +62,7 @@ class LogShipper:
         self.stopping = threading.Event()  # set: polling stops at once
         self.queued = 0  # batches handed to the outbox
         self.lines_lost = 0  # lines of batches the server refused for good
+        self.drops = DropCounters()  # the runner shares its own
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -114,7 +123,7 @@ class LogShipper:
                  self.outbox.sent, self.lines_lost)
 
     def _enqueue(self, chunk: Chunk) -> None:
-        batch = LogBatch(self.host, chunk.to_entries(self.host), uuid.uuid4())
+        batch = LogBatch(self.host, chunk.to_entries(self.host), chunk.batch_id)
         if not self.outbox.offer(batch, functools.partial(self._settled, batch,
                                                           chunk.checkpoint)):
             # Only this thread fills the queue and it checked for room: cannot happen.
@@ -122,13 +131,39 @@ class LogShipper:
         self.queued += 1
 
     def _settled(self, batch: LogBatch, checkpoint: Checkpoint, result: SendResult) -> None:
-        """The server answered for good: commit the chunk's positions (in poll order)."""
-        if not result.is_sent:
-            self.lines_lost += len(batch.entries)
-            log.error("log batch %s refused by the server (HTTP %s): %d lines from %s lost",
-                      batch.batch_id, result.status, len(batch.entries),
-                      ", ".join(sorted({e.path or "?" for e in batch.entries})))
+        """The server answered for good: commit the chunk's positions (in poll order).
+
+        A chunk refused as a whole (413, 400) is split and its halves sent again, down to
+        single lines; only a line refused on its own is dropped, counted and logged."""
+        if not result.is_sent and result.status != CONFLICT and \
+                not self._resend_halves(batch, result):
+            return  # stopped half-way: nothing committed, the chunk is read again
         self.tailer.commit(checkpoint)
+
+    def _resend_halves(self, batch: LogBatch, result: SendResult) -> bool:
+        """Send ``batch`` again in halves (ids derived from its own, so they are stable);
+        False when shutdown cut it short."""
+        if len(batch.entries) == 1 or result.status not in SPLIT_ON:
+            self._refused(batch, result)
+            return True
+        middle = len(batch.entries) // 2
+        for index, entries in enumerate((batch.entries[:middle], batch.entries[middle:])):
+            assert batch.batch_id is not None
+            half = LogBatch(batch.host, entries, uuid.uuid5(batch.batch_id, str(index)))
+            answer = self.outbox.sender.send(half)
+            if answer.outcome == "aborted":
+                return False
+            if not answer.is_sent and answer.status != CONFLICT and \
+                    not self._resend_halves(half, answer):
+                return False
+        return True
+
+    def _refused(self, batch: LogBatch, result: SendResult) -> None:
+        self.lines_lost += len(batch.entries)
+        self.drops.add("log_lines_refused", len(batch.entries))
+        log.error("log batch %s refused by the server (HTTP %s): %d lines from %s lost",
+                  batch.batch_id, result.status, len(batch.entries),
+                  ", ".join(sorted({e.path or "?" for e in batch.entries})))
 
     def _poll_loop(self) -> None:
         while not self.stopping.is_set():

@@ -60,10 +60,10 @@ import glob
 import hashlib
 import logging
 import os
-import re
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -78,23 +78,16 @@ from miniobserv.agent.logstate import (
     load_state,
     save_state,
 )
+from miniobserv.agent.multiline import Assembler, utf8_len
 from miniobserv.model import MAX_BATCH, MAX_MESSAGE_BYTES, LogEntry
 
 log = logging.getLogger(__name__)
 
 TRUNCATED_MARKER = " …[truncated]"
 FP_BYTES = 256  # how many leading bytes identify a file's content
+CHUNK_NAMESPACE = uuid.UUID("5b0e4f8e-6a57-4c1e-9a51-0d1c6c0f11a1")  # of log chunk batch ids
 MAX_CHUNK_BYTES = 1024 * 1024  # message bytes per chunk: the JSON body stays far below 8 MiB
 _MARKER_BYTES = len(TRUNCATED_MARKER.encode())
-
-_TRACEBACK = "Traceback (most recent call last):"
-_TRACE_HEADER = re.compile(
-    r"Caused by: |Suppressed: |Traceback \(most recent call last\):|"
-    r"During handling of the above exception|The above exception was the direct cause")
-_EXCEPTION_LINE = re.compile(
-    r"(?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Exception|Error|Throwable)(?::|$)")
-_TRACEBACK_END = re.compile(r"[A-Za-z_][\w.]*(?::|$)")  # "mod.Exc: msg" or "Exc"
-
 
 @dataclass(frozen=True)
 class LogLine:
@@ -122,13 +115,25 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Chunk:
-    """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint."""
+    """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint.
+
+    ``ranges`` names what was read: per file ``(st_dev, st_ino, fingerprint, start, end)``
+    (``end`` -1: read to its end and closed). The same bytes polled again after a restart
+    give the same ranges, hence the same :attr:`batch_id`.
+    """
 
     lines: tuple[LogLine, ...]
     checkpoint: Checkpoint
+    ranges: tuple[tuple[int, int, str, int, int], ...] = ()
 
     def to_entries(self, host: str) -> list[LogEntry]:
         return [line.to_entry(host) for line in self.lines]
+
+    @property
+    def batch_id(self) -> uuid.UUID:
+        """A UUIDv5 of the host-independent ranges: a re-sent chunk keeps its id."""
+        text = ";".join(f"{d}:{i}:{fp}:{a}-{b}" for d, i, fp, a, b in self.ranges)
+        return uuid.uuid5(CHUNK_NAMESPACE, text)
 
 
 @dataclass
@@ -152,10 +157,7 @@ class _File:
     fp: str = ""
     buf: bytearray = field(default_factory=bytearray)  # the incomplete line at ``done``
     skipped: int = 0  # bytes of that line dropped past the size limit
-    held: list[str] = field(default_factory=list)  # multiline entry being assembled
-    held_start: int = 0
-    held_bytes: int = 0
-    in_traceback: bool = False
+    entry: Assembler = field(default_factory=Assembler)  # multiline entry being assembled
     draining: bool = False  # no longer at a matched path: read to the end, then close
     renamed: bool = False  # rotated to another matched path: older lines than the new file's
     truncated: bool = False  # shrank or changed under us: restart at 0 once flushed
@@ -168,7 +170,7 @@ class _File:
 
     @property
     def commit_pos(self) -> int:
-        return self.held_start if self.held else self.done
+        return self.entry.start if self.entry else self.done
 
     def position(self) -> FilePosition:
         return FilePosition(self.path, self.ident[0], self.ident[1], self.commit_pos,
@@ -176,10 +178,10 @@ class _File:
 
     def restart(self) -> None:
         """Forget everything read: the file starts over at offset 0."""
-        self.done = self.skipped = self.held_bytes = self.held_start = 0
+        self.done = self.skipped = 0
         self.buf.clear()
-        self.held.clear()
-        self.in_traceback = self.truncated = False
+        self.entry.reset()
+        self.truncated = False
         self.fp_len, self.fp = fingerprint(self.fd)
 
 
@@ -219,6 +221,8 @@ class Tailer:
         self._dirty = False
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         self._known_patterns, self._committed = load_state(self.state_path)
+        self._polled: dict[Ident, FilePosition] = {}  # positions after the previous poll
+        self._polled_closed: frozenset[Ident] = frozenset()
 
     # --- public API ------------------------------------------------------------------------
 
@@ -246,7 +250,25 @@ class Tailer:
             self._seq += 1
             checkpoint = Checkpoint(self._seq, {i: f.position() for i, f in self._files.items()},
                                     frozenset(self._closed))
-            return Chunk(tuple(lines), checkpoint)
+            ranges = self._ranges(checkpoint)
+            return Chunk(tuple(lines), checkpoint, ranges)
+
+    def _ranges(self, checkpoint: Checkpoint) -> tuple[tuple[int, int, str, int, int], ...]:
+        """What this poll read, per file, since the previous poll (or the saved state)."""
+        before = self._polled or self._committed
+        ranges = []
+        for ident, pos in sorted(checkpoint.positions.items()):
+            old = before.get(ident)
+            start = old.offset if old is not None and old.fp == pos.fp else 0
+            if start != pos.offset:
+                ranges.append((ident[0], ident[1], pos.fp, start, pos.offset))
+        for ident in sorted(checkpoint.closed - set(self._polled_closed)):
+            old = before.get(ident)
+            if old is not None:
+                ranges.append((ident[0], ident[1], old.fp, old.offset, -1))
+        self._polled = dict(checkpoint.positions)
+        self._polled_closed = frozenset(checkpoint.closed)
+        return tuple(ranges)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         """Save ``checkpoint`` as shipped: call it when the server acknowledged the batch
@@ -415,11 +437,10 @@ class Tailer:
         log.info("reading the rest of %s from its rotated copy", f.path)
         self._copies.pop(ident, None)
         copy = _File(fd=fd, path=f.path, ident=ident, done=f.done, fp_len=f.fp_len, fp=f.fp,
-                     buf=f.buf, skipped=f.skipped, held=f.held, held_start=f.held_start,
-                     held_bytes=f.held_bytes, in_traceback=f.in_traceback, draining=True,
+                     buf=f.buf, skipped=f.skipped, entry=f.entry, draining=True,
                      last_size=os.fstat(fd).st_size, last_growth=self._clock())
         self._files[ident] = copy
-        f.buf, f.held = bytearray(), []
+        f.buf, f.entry = bytearray(), Assembler()
         f.restart()
         f.last_size = os.fstat(f.fd).st_size
 
@@ -537,7 +558,7 @@ class Tailer:
         if f.draining and idle >= self.ROTATED_GRACE and budget.allows(2):
             self._flush(f, out, read_time, budget)
             self._close(f)
-        elif f.held and idle >= self.MULTILINE_WAIT and budget.allows():
+        elif f.entry and idle >= self.MULTILINE_WAIT and budget.allows():
             self._emit_held(f, out, read_time, budget)
 
     def _read_lines(self, f: _File, budget: _Budget, out: list[LogLine],
@@ -570,35 +591,15 @@ class Tailer:
         if not self.multiline:
             self._ship(f, text, out, read_time, budget)
             return
-        size = _utf8_len(text)
-        if f.held and self._continues(f, text) and f.held_bytes + 1 + size <= MAX_MESSAGE_BYTES:
-            f.held.append(text)
-            f.held_bytes += 1 + size
-            return
-        if f.held:
-            self._emit_held(f, out, read_time, budget)
-        f.held, f.held_bytes, f.held_start = [text], size, line_start
-        f.in_traceback = text.startswith(_TRACEBACK)
-
-    @staticmethod
-    def _continues(f: _File, text: str) -> bool:
-        """Does ``text`` continue the held entry? Indented lines, stack-trace headers and
-        exception lines do; so does the last line of a Python traceback (``KeyError: 'x'``)."""
-        if text[0] in " \t":
-            return True
-        if _TRACE_HEADER.match(text):
-            f.in_traceback = f.in_traceback or text.startswith(_TRACEBACK)
-            return True
-        if _EXCEPTION_LINE.match(text) or (f.in_traceback and _TRACEBACK_END.match(text)):
-            f.in_traceback = False
-            return True
-        return False
+        done = f.entry.add(text, line_start)
+        if done is not None:
+            self._ship(f, done.text, out, read_time, budget, first=done.first)
 
     def _emit_held(self, f: _File, out: list[LogLine], read_time: datetime,
                    budget: _Budget) -> None:
-        held, f.held = f.held, []
-        f.held_bytes, f.in_traceback = 0, False
-        self._ship(f, "\n".join(held), out, read_time, budget, first=held[0])
+        done = f.entry.take()
+        if done is not None:
+            self._ship(f, done.text, out, read_time, budget, first=done.first)
 
     def _ship(self, f: _File, text: str, out: list[LogLine], read_time: datetime,
               budget: _Budget, first: str | None = None) -> None:
@@ -606,7 +607,7 @@ class Tailer:
                                   self._local_tz)
         out.append(LogLine(f.path, text, level, stamp))
         budget.lines -= 1
-        budget.bytes -= _utf8_len(text)
+        budget.bytes -= utf8_len(text)
 
     def _flush(self, f: _File, out: list[LogLine], read_time: datetime,
                budget: _Budget) -> None:
@@ -615,7 +616,7 @@ class Tailer:
             raw, cut, line_start = bytes(f.buf), f.skipped > 0, f.done
             f.done, f.buf, f.skipped = f.read_pos, bytearray(), 0
             self._handle(f, _decode(raw), cut, line_start, out, read_time, budget)
-        if f.held:
+        if f.entry:
             self._emit_held(f, out, read_time, budget)
 
     def _close(self, f: _File) -> None:
@@ -716,10 +717,6 @@ def _decode(raw: bytes) -> str:
         raw = raw[:-1]
     text = raw.decode("utf-8", "replace")
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
 
 
 def _fit(text: str, cut: bool) -> str:

@@ -11,50 +11,27 @@ batch a drain bounded by ``SHUTDOWN_TIMEOUT``.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING
 
 from miniobserv.agent.collectors import Registry, default_collectors
+from miniobserv.agent.drops import DROPS_FILE, DropCounters, describe
+from miniobserv.agent.outbox import BatchQueue, BatchSender, Outbox, batch_size
 from miniobserv.agent.sender import Batch, Sender, SendResult
 from miniobserv.config import AgentConfig
+from miniobserv.errors import ConfigError
 from miniobserv.model import MAX_BATCH, Metric, MetricBatch
 
 if TYPE_CHECKING:
     from miniobserv.agent.logship import LogShipper
+    from miniobserv.agent.spool import Spool
 
 log = logging.getLogger(__name__)
 
-_SENTINEL = object()
-
-
-class BatchSender(Protocol):
-    """What the runner needs of a sender (see :class:`~miniobserv.agent.sender.Sender`).
-
-    ``send`` returns a result and never raises on purpose; setting ``stop`` makes it give up
-    at once; ``deadline`` (a ``time.monotonic()`` value) shortens requests made during the
-    drain.
-    """
-
-    server_url: str
-    stop: threading.Event
-    deadline: float | None
-
-    def send(self, batch: Batch) -> SendResult: ...
-
-
-class Outgoing(NamedTuple):
-    """A queued batch and what to call once it is settled (sent, or dropped as permanent).
-
-    ``on_done`` lets a log tailer commit its read position only after the server's answer;
-    it is not called for a batch that shutdown left unsent.
-    """
-
-    batch: Batch
-    on_done: Callable[[SendResult], None] | None = None
+__all__ = ["BatchQueue", "BatchSender", "Outbox", "Runner", "split_batches"]
 
 
 def split_batches(host: str, metrics: Sequence[Metric],
@@ -62,100 +39,6 @@ def split_batches(host: str, metrics: Sequence[Metric],
     """Metrics cut into batches of at most ``size``, each with its own ``batch_id``."""
     return [MetricBatch(host, list(metrics[start:start + size]), uuid.uuid4())
             for start in range(0, len(metrics), size)]
-
-
-def batch_size(batch: Batch) -> int:
-    """How many metrics or log entries a batch holds."""
-    return len(batch.metrics) if isinstance(batch, MetricBatch) else len(batch.entries)
-
-
-class BatchQueue(queue.Queue[object]):
-    """A bounded queue whose end marker goes in even when it is full."""
-
-    def close(self) -> None:
-        """Append the end marker past ``maxsize``: the sender stops when it reaches it."""
-        with self.mutex:
-            self._put(_SENTINEL)
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
-
-    def pending(self) -> int:
-        """Batches still queued (the end marker not counted)."""
-        with self.mutex:
-            return sum(isinstance(item, Outgoing) for item in self.queue)
-
-
-class Outbox:
-    """A bounded queue of batches and the thread that sends them in order.
-
-    The thread loops on ``get()``: it stops at the end marker or once the sender was told to
-    stop, survives and logs any exception, and calls ``on_done`` of a settled batch.
-    """
-
-    JOIN_GRACE_S = 1.0  # past the drain bound, for a request that is just finishing
-
-    def __init__(self, name: str, sender: BatchSender, size: int) -> None:
-        self.name = name
-        self.sender = sender
-        self.queue = BatchQueue(maxsize=size)
-        self.sent = 0
-        self.lost = 0  # batches still unsent when the drain bound ran out
-        self.thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self.thread.start()
-
-    def offer(self, batch: Batch, on_done: Callable[[SendResult], None] | None = None) -> bool:
-        """Queue a batch without blocking; False (and nothing queued) when the queue is full."""
-        try:
-            self.queue.put_nowait(Outgoing(batch, on_done))
-        except queue.Full:
-            return False
-        return True
-
-    def has_room(self) -> bool:
-        return not self.queue.full()
-
-    def close(self) -> None:
-        """No more batches: the thread sends what is queued, then ends."""
-        self.queue.close()
-
-    def join(self, deadline: float) -> None:
-        """Wait for the thread until ``deadline``; past it, make the sender give up."""
-        if self.thread is not None:
-            self.thread.join(max(0.0, deadline - time.monotonic()))
-            if self.thread.is_alive():
-                self.sender.stop.set()
-                self.thread.join(self.JOIN_GRACE_S)
-            if self.thread.is_alive():
-                log.warning("shutdown: a request is still in flight; not waiting for it")
-        self.lost += self.queue.pending()
-
-    def _loop(self) -> None:
-        while True:
-            item = self.queue.get()
-            try:
-                if item is _SENTINEL or self.sender.stop.is_set():
-                    if isinstance(item, Outgoing):
-                        self.lost += 1
-                    return
-                self._send(item)
-            except Exception:  # noqa: BLE001 - the sender thread must survive anything
-                log.exception("sending a batch failed")
-            finally:
-                self.queue.task_done()
-
-    def _send(self, item: object) -> None:
-        assert isinstance(item, Outgoing)
-        result = self.sender.send(item.batch)
-        if result.outcome == "aborted":
-            self.lost += 1
-            return
-        if result.is_sent:
-            self.sent += 1
-        if item.on_done is not None:
-            item.on_done(result)
 
 
 class Runner:
@@ -169,14 +52,19 @@ class Runner:
 
     def __init__(self, host: str, registry: Registry, sender: BatchSender,
                  interval: float = 10.0, shutdown_timeout: float = 10.0,
-                 logs: LogShipper | None = None) -> None:
+                 logs: LogShipper | None = None, spool: Spool | None = None,
+                 drops: DropCounters | None = None) -> None:
         self.host = host
         self.registry = registry
         self.sender = sender
         self.interval = interval
         self.shutdown_timeout = shutdown_timeout
         self.logs = logs
-        self.outbox = Outbox("sender", sender, self.QUEUE_SIZE)
+        self.drops = drops or DropCounters()
+        if logs is not None:
+            logs.drops = self.drops
+            logs.outbox.drops = self.drops
+        self.outbox = Outbox("sender", sender, self.QUEUE_SIZE, spool, self.drops)
         self.stopping = threading.Event()  # set: the collector stops at once
         self.dropped = 0  # newest batches dropped because the queue was full
         self._collector: threading.Thread | None = None
@@ -201,8 +89,9 @@ class Runner:
             log_sender = Sender(config.server_url, config.agent_token, stop=sender.stop,
                                 timeout=timeout, token_max_ttl=config.token_max_ttl)
             logs = LogShipper.from_config(config, log_sender)
+        drops = DropCounters((config.spool_dir or config.log_state_dir) / DROPS_FILE)
         return cls(config.host, registry, sender, config.collect_interval.total_seconds(),
-                   config.shutdown_timeout.total_seconds(), logs)
+                   config.shutdown_timeout.total_seconds(), logs, open_spool(config), drops)
 
     @property
     def queue(self) -> BatchQueue:
@@ -228,8 +117,12 @@ class Runner:
                                            daemon=True)
         self.outbox.start()
         self._collector.start()
-        log.info("agent started: host=%s interval=%gs collectors=%s server=%s", self.host,
-                 self.interval, ",".join(self.registry.names), self.sender.server_url)
+        spool = self.outbox.spool
+        log.info("agent started: host=%s interval=%gs collectors=%s server=%s spool=%s "
+                 "dropped in the previous run: %s", self.host, self.interval,
+                 ",".join(self.registry.names), self.sender.server_url,
+                 "off" if spool is None else f"{spool.path} ({spool.count} batches waiting)",
+                 describe(self.drops.previous))
         if self.logs is not None:
             self.logs.start()
 
@@ -244,6 +137,7 @@ class Runner:
         if self.outbox.offer(batch, on_done):
             return True
         self.dropped += 1
+        self.drops.add("queue_full")
         log.warning("queue full (%d batches): dropped the newest batch of %d items "
                     "(%d dropped so far)", self.QUEUE_SIZE, batch_size(batch), self.dropped)
         return False
@@ -281,10 +175,14 @@ class Runner:
             self.logs.finish(deadline)
         self.outbox.join(deadline)
         if self.lost:
+            self.drops.add("lost_at_shutdown", self.lost)
             log.error("shutdown: %d batches not delivered (drain bound %gs)", self.lost,
                       self.shutdown_timeout)
-        log.info("agent stopped: %d batches sent, %d dropped, %d lost", self.sent,
-                 self.dropped, self.lost)
+        self.drops.save()
+        if self.outbox.spool is not None:
+            self.outbox.spool.close()
+        log.info("agent stopped: %d batches sent, %d dropped, %d lost, drops: %s", self.sent,
+                 self.dropped, self.lost, describe(self.drops.totals))
         unsent_logs = self.logs.outbox.lost if self.logs is not None else 0
         return self.lost == 0 and unsent_logs == 0 and not any(t.is_alive()
                                                                for t in self.threads)
@@ -300,7 +198,24 @@ class Runner:
             started = time.monotonic()
             try:
                 self.collect_once()
+                self.drops.tick()
             except Exception:  # noqa: BLE001 - the loop must outlive any one pass
                 log.exception("collection pass failed")
             if self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started))):
                 return
+
+
+def open_spool(config: AgentConfig) -> Spool | None:
+    """The spool of ``SPOOL_DIR``, or None when it is not set; ConfigError when unusable."""
+    if config.spool_dir is None:
+        return None
+    # Imported here: sqlite3 costs about 1 MB, paid only with the spool on.
+    import sqlite3
+
+    from miniobserv.agent.spool import Spool
+
+    try:
+        return Spool(config.spool_dir, config.spool_max_bytes)
+    except (OSError, sqlite3.Error) as err:
+        raise ConfigError(f"SPOOL_DIR={str(config.spool_dir)!r} cannot be used: "
+                          f"{getattr(err, 'strerror', None) or err}") from None

@@ -23,9 +23,9 @@ from datetime import timedelta
 
 import requests
 
-from miniobserv.config import excerpt
 from miniobserv.model import LogBatch, MetricBatch
 from miniobserv.tokens import mint_token
+from miniobserv.units import excerpt
 
 log = logging.getLogger(__name__)
 

@@ -209,3 +209,22 @@ def test_has_room_is_false_once_the_queue_is_full():
         assert runner.has_room()
         runner.enqueue(MetricBatch("web-01", metrics(1)))
     assert not runner.has_room()
+
+
+def test_the_agents_very_first_batch_carries_cpu_total_and_every_core(server):
+    import psutil
+
+    from miniobserv.config import AgentConfig
+
+    config = AgentConfig.from_env({"SERVER_URL": server.url, "AGENT_TOKEN": SECRET,
+                                   "AGENT_HOST": "web-01"})
+    runner = Runner.from_config(config)
+    runner.start()
+    try:
+        assert server.arrived.wait(10)
+    finally:
+        runner.stop()
+    first = server.received[0].body["metrics"]
+    cores = sorted(m["labels"]["core"] for m in first if m["name"] == "cpu.usage_pct")
+    expected = ["total"] + [str(i) for i in range(psutil.cpu_count())]
+    assert cores == sorted(expected)

@@ -34,8 +34,10 @@ def busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
 class CpuCollector:
     """``cpu.usage_pct`` with ``core=total`` and one series per core (``"0"``…``"n-1"``).
 
-    Non-blocking: each pass compares with the sample of the previous pass, so the first pass
-    only seeds. ``stat`` is called as ``stat(percpu=True)`` and returns per-core time tuples
+    Non-blocking: each pass compares with the sample of the previous pass. The baseline is
+    taken when the collector is created (as the Go agent's gopsutil does at process start),
+    so the first pass already measures the time since then and every pass carries the total
+    and one point per core. ``stat`` is called as ``stat(percpu=True)`` and returns per-core time tuples
     (``psutil.cpu_times``); the total is their sum, as the kernel's own ``cpu`` line is.
     """
 
@@ -46,13 +48,16 @@ class CpuCollector:
         self.host = host
         self._stat = stat
         self._clock = clock
-        self._previous: list[tuple[float, float]] | None = None
+        self._previous = self._sample()  # the baseline of the first pass
+
+    def _sample(self) -> list[tuple[float, float]]:
+        return [busy_and_total(times) for times in self._stat(percpu=True)]
 
     def collect(self) -> list[Metric]:
-        cores = [busy_and_total(times) for times in self._stat(percpu=True)]
+        cores = self._sample()
         previous, self._previous = self._previous, cores
-        if previous is None or len(previous) != len(cores):
-            return []  # first pass, or cores went on/offline: seed only
+        if len(previous) != len(cores):
+            return []  # cores went on/offline: this pass only seeds the new baseline
         now = self._clock()
         total_before = (sum(b for b, _ in previous), sum(t for _, t in previous))
         total_after = (sum(b for b, _ in cores), sum(t for _, t in cores))

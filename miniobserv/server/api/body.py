@@ -14,8 +14,8 @@ from typing import IO, Any, Protocol
 
 from flask import request
 
-from miniobserv.config import excerpt
 from miniobserv.server.api.errors import ApiError, bad_request
+from miniobserv.units import excerpt
 
 READ_CHUNK = 64 * 1024
 FIRST_SLICE = 64  # a member's first slice of input; each further one doubles

@@ -29,9 +29,14 @@ class Samples:
         return self.samples.pop(0)
 
 
-def test_first_pass_only_seeds(clock):
-    collector = CpuCollector("web-01", stat=Samples([times(10, 90)]), clock=clock)
-    assert collector.collect() == []
+def test_the_baseline_is_taken_at_construction_so_the_first_pass_has_every_core(clock):
+    stat = Samples([times(10, 90), times(0, 100)], [times(60, 140), times(25, 175)])
+    collector = CpuCollector("web-01", stat=stat, clock=clock)
+    assert stat.calls == [True]  # sampled once, before any collect()
+    metrics = collector.collect()
+    assert_well_formed(metrics)
+    assert by_label(metrics, "cpu.usage_pct", "core") == {
+        "total": 37.5, "0": 50.0, "1": 25.0}
 
 
 def test_total_and_per_core_since_previous_collection(clock):
@@ -41,7 +46,6 @@ def test_total_and_per_core_since_previous_collection(clock):
         [times(40, 160), times(150, 50), times(0, 200)],
     )
     collector = CpuCollector("web-01", stat=stat, clock=clock)
-    collector.collect()
     metrics = collector.collect()
     assert_well_formed(metrics)
     assert {m.name for m in metrics} == {"cpu.usage_pct"}
@@ -54,7 +58,6 @@ def test_core_labels_count_from_zero_for_every_core(clock):
     sample = [times(i, 100) for i in range(8)]
     later = [times(i + 5, 105) for i in range(8)]
     collector = CpuCollector("web-01", stat=Samples(sample, later), clock=clock)
-    collector.collect()
     cores = by_label(collector.collect(), "cpu.usage_pct", "core")
     assert list(cores) == ["total"] + [str(i) for i in range(8)]
     assert set(cores.values()) == {50.0}
@@ -77,7 +80,6 @@ def test_counter_going_backwards_is_clamped_to_the_range():
 def test_cores_coming_online_reseed_instead_of_misreporting(clock):
     stat = Samples([times(1, 1)], [times(2, 2), times(1, 1)], [times(4, 2), times(3, 1)])
     collector = CpuCollector("web-01", stat=stat, clock=clock)
-    collector.collect()
     assert collector.collect() == []
     assert by_label(collector.collect(), "cpu.usage_pct", "core") == {
         "total": 100.0, "0": 100.0, "1": 100.0}

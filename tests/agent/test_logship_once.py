@@ -1,0 +1,130 @@
+"""Log chunks exactly once across restarts (ids from file identity and byte range), and a
+refused chunk split down to the one line the server refuses."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from miniobserv.agent.logship import LogShipper
+from miniobserv.agent.logtail import Tailer
+from miniobserv.agent.sender import Batch, SendResult, classify
+from miniobserv.config import ServerConfig
+from miniobserv.model import LogBatch
+from miniobserv.server.app import create_app
+from miniobserv.tokens import mint_token
+from tests.agent.helpers import SECRET
+
+
+class FlaskSender:
+    """The agent's sending, through the real server app's test client (no retries)."""
+
+    server_url = "flask://test"
+
+    def __init__(self, app) -> None:
+        self.client = app.test_client()
+        self.stop = threading.Event()
+        self.deadline: float | None = None
+        self.statuses: list[int] = []
+        self.max_entries: int | None = None  # answer 413 above this many entries
+        self.refuse: str | None = None  # answer 400 to a batch holding this message
+
+    def send(self, batch: Batch) -> SendResult:
+        assert isinstance(batch, LogBatch)
+        if self.max_entries is not None and len(batch.entries) > self.max_entries:
+            status = 413
+        elif self.refuse is not None and any(e.message == self.refuse for e in batch.entries):
+            status = 400
+        else:
+            body = gzip.compress(json.dumps(batch.to_json()).encode())
+            status = self.client.post("/api/v1/logs", data=body, headers={
+                "Content-Type": "application/json", "Content-Encoding": "gzip",
+                "Authorization": f"Bearer {mint_token(SECRET)}"}).status_code
+        self.statuses.append(status)
+        return SendResult("sent" if classify(status) == "sent" else "dropped", 1, status)
+
+
+def stored_messages(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT message FROM logs ORDER BY id")]
+
+
+def ship_once(tailer: Tailer, sender: FlaskSender) -> LogShipper:
+    shipper = LogShipper("web-01", tailer, sender)
+    shipper.outbox.start()
+    assert shipper.poll_once() == 1
+    shipper.outbox.close()
+    shipper.outbox.join(time.monotonic() + 10)
+    return shipper
+
+
+def test_a_chunk_resent_after_a_restart_is_stored_once(tmp_path, sqlite_url):
+    app = create_app(ServerConfig(agent_token=SECRET, database_url=sqlite_url,
+                                  auto_migrate=False))
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    log_file, state = tmp_path / "app.log", tmp_path / "state"
+    log_file.write_text("")
+    first = Tailer([str(log_file)], state)
+    first.poll()  # follows the file from its (empty) end
+    log_file.write_text("".join(f"line {i}\n" for i in range(5)))
+    chunk = first.poll()
+    sender = FlaskSender(app)
+    sent = sender.send(LogBatch("web-01", chunk.to_entries("web-01"), chunk.batch_id))
+    assert sent.is_sent  # stored, but the agent dies before committing the position
+    first.close()
+
+    again = Tailer([str(log_file)], state)  # the restart reads the same bytes again
+    shipper = ship_once(again, sender)
+    assert stored_messages(db) == [f"line {i}" for i in range(5)]  # once, not twice
+    assert sender.statuses[-1] in (202, 409)  # 409: same id, other read times: stored
+    assert shipper.lines_lost == 0
+    again.close()
+    third = Tailer([str(log_file)], state)
+    assert third.poll().lines == ()  # the position was committed after the re-send
+    third.close()
+
+
+def test_the_same_byte_range_gives_the_same_id_and_another_range_another(tmp_path):
+    log_file = tmp_path / "app.log"
+    log_file.write_text("")
+    with Tailer([str(log_file)], tmp_path / "state") as tailer:
+        tailer.poll()
+        log_file.write_text("a\nb\n")
+        first = tailer.poll()
+    with Tailer([str(log_file)], tmp_path / "state") as tailer:  # nothing was committed
+        again = tailer.poll()
+    assert [line.text for line in again.lines] == ["a", "b"]
+    assert again.batch_id == first.batch_id
+    with open(log_file, "a") as out:
+        out.write("c\n")
+    with Tailer([str(log_file)], tmp_path / "state") as tailer:
+        assert tailer.poll().batch_id != first.batch_id  # a+b+c is another range
+
+
+def test_a_refused_chunk_is_split_down_to_the_one_line_the_server_refuses(tmp_path,
+                                                                          sqlite_url, caplog):
+    app = create_app(ServerConfig(agent_token=SECRET, database_url=sqlite_url,
+                                  auto_migrate=False))
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    log_file = tmp_path / "app.log"
+    log_file.write_text("")
+    tailer = Tailer([str(log_file)], tmp_path / "state")
+    tailer.poll()
+    lines = [f"line {i}" for i in range(10)]
+    log_file.write_text("".join(line + "\n" for line in lines))
+    sender = FlaskSender(app)
+    sender.max_entries = 3  # a body limit: 413 above three lines
+    sender.refuse = "line 6"  # and one line the server refuses on its own
+    with caplog.at_level(logging.ERROR):
+        shipper = ship_once(tailer, sender)
+    assert stored_messages(db) == [line for line in lines if line != "line 6"]
+    assert shipper.lines_lost == 1
+    assert shipper.drops.totals["log_lines_refused"] == 1
+    assert caplog.text.count("refused by the server") == 1
+    assert 413 in sender.statuses and 400 in sender.statuses
+    tailer.close()

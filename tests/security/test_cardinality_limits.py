@@ -61,6 +61,20 @@ def metrics(host: str, ids: range | list[int], time: datetime | None = None) -> 
     return MetricBatch(host, [Metric(when, host, NAME, 1.0, {"id": str(i)}) for i in ids])
 
 
+def is_timescaledb(repos: Repositories) -> bool:
+    """True for a PostgreSQL store whose metrics table is a TimescaleDB hypertable."""
+    pool = getattr(repos, "pool", None)
+    if pool is None:
+        return False
+    with pool.connection() as conn:
+        if conn.execute("SELECT to_regclass('timescaledb_information.hypertables')"
+                        ).fetchone()[0] is None:
+            return False
+        return bool(conn.execute(
+            "SELECT EXISTS (SELECT FROM timescaledb_information.hypertables "
+            "WHERE hypertable_name = 'metrics')").fetchone()[0])
+
+
 def counts(repos: Repositories, host: str) -> tuple[int, int]:
     """(points, series) stored for ``host``."""
     if isinstance(repos, FakeRepositories):
@@ -149,9 +163,11 @@ def test_retention_removes_hosts_states_and_series_and_frees_the_limit(store: An
     fleet.delete_expired(later, later, later)
     assert fleet.last_seen() == [] and repos.metrics.hosts() == []
     assert fleet.host_states() == [] and fleet.alert_states() == []
-    assert counts(repos, "web-01") == (0, 0)
+    # On TimescaleDB the points go with their chunks, by the retention policy, not here.
+    points = 2 if is_timescaledb(repos) else 0
+    assert counts(repos, "web-01") == (points, 0)
     repos.metrics.insert_batch(metrics("web-01", [3, 4]))  # churned labels: room again
-    assert counts(repos, "web-01") == (2, 2)
+    assert counts(repos, "web-01") == (points + 2, 2)
 
 
 def test_alert_states_without_data_for_the_retention_are_removed(store: Any) -> None:

@@ -135,3 +135,4 @@ def test_the_refresh_window_stays_inside_the_raw_retention(
     assert refresh_start_offset(retention, timedelta(days=1)) == daily
     for start in (hourly, daily):
         assert start is None or start < retention  # a refresh never reaches dropped chunks
+

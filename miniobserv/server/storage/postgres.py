@@ -135,6 +135,9 @@ ROLLUP_WIDTHS: Mapping[str, timedelta] = {"metrics_1h": timedelta(hours=1),
 REFRESH_START = timedelta(days=3)
 REFRESH_END = timedelta(hours=1)
 REFRESH_MARGIN = timedelta(hours=1)  # the window ends this far inside the raw retention
+# When a refresh policy is replaced, its first run, as migration 0005 staggers them.
+REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"metrics_1h": timedelta(minutes=7),
+                                              "metrics_1d": timedelta(minutes=37)}
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -546,8 +549,9 @@ def sync_rollup_refresh(conn: psycopg.Connection[Any], retention: timedelta) -> 
         row = conn.execute(
             "SELECT (j.config ->> 'start_offset')::interval FROM timescaledb_information.jobs j"
             " JOIN timescaledb_information.continuous_aggregates c"
-            " ON j.hypertable_schema = c.materialization_hypertable_schema"
-            " AND j.hypertable_name = c.materialization_hypertable_name"
+            # 2.28 names the view here; earlier releases its materialization hypertable.
+            " ON (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
+            " (c.materialization_hypertable_schema, c.materialization_hypertable_name))"
             " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
             " AND c.view_name = %s AND c.view_schema = current_schema()", (view,)).fetchone()
         current = None if row is None else row[0]
@@ -560,10 +564,13 @@ def sync_rollup_refresh(conn: psycopg.Connection[Any], retention: timedelta) -> 
                         " its refresh policy is removed", retention, view)
             continue
         log.info("timescaledb: %s refreshes the last %s", view, start)
+        # Its own first run, as 0005 staggers them: policies never all start together.
         conn.execute("SELECT add_continuous_aggregate_policy(%s::regclass,"
                      " start_offset => %s::interval, end_offset => %s::interval,"
-                     " schedule_interval => %s::interval)",
-                     (view, start, REFRESH_END, min(width_schedule(view), start)))
+                     " schedule_interval => %s::interval,"
+                     " initial_start => now() + %s::interval)",
+                     (view, start, REFRESH_END, min(width_schedule(view), start),
+                      REFRESH_FIRST_RUN[view]))
 
 
 def width_schedule(view: str) -> timedelta:

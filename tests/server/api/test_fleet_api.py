@@ -23,6 +23,14 @@ from tests.fakes import FakeRepositories
 from tests.server.api.conftest import SECRET, Tokens
 
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is the time each test starts: the exposition's window is relative to the clock,
+    and a whole suite run takes longer than that window."""
+    global NOW
+    NOW = datetime.now(UTC)
 DASHBOARD_DATA = ["/api/v1/dashboard/query?host=web-01&name=mem.used_pct"
                   "&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
                   "/api/v1/dashboard/logs", "/api/v1/dashboard/latest?host=web-01"

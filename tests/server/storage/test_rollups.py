@@ -324,3 +324,33 @@ def test_a_vanished_rollup_falls_back_to_the_raw_table(
         assert pg.metrics.query(query) == expected
     assert "rollup metrics_1d is gone" in caplog.text
     assert not pg.metrics.serves_from_rollup(query)
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_a_short_metrics_retention_moves_the_rollup_windows_on_timescaledb(
+        timescale_url: str) -> None:
+    """On a real TimescaleDB: METRICS_RETENTION=2d puts the 1 h rollup's refresh window at
+    47 h, inside the raw retention, and removes the 1 d rollup's policy (no safe window);
+    a second start changes nothing more."""
+    import psycopg
+
+    from miniobserv.config import ServerConfig
+    from miniobserv.server.storage import open_repositories, sync_retention
+    from tests.server.storage.test_migrations import jobs
+
+    config = ServerConfig(agent_token="x" * 32, database_url=timescale_url,
+                          metrics_retention=timedelta(days=2))
+    for _ in range(2):
+        repos = open_repositories(config)
+        try:
+            assert sync_retention(repos, config) is True
+        finally:
+            repos.close()
+        with psycopg.connect(timescale_url) as conn:
+            policies = jobs(conn)
+        refresh = {table: job for (table, name), job in policies.items()
+                   if name == "policy_refresh_continuous_aggregate"}
+        assert set(refresh) == {"metrics_1h"}
+        assert refresh["metrics_1h"]["config"]["start_offset"] == "1 day 23:00:00"
+        assert policies[("metrics", "policy_retention")]["config"]["drop_after"] == "2 days"

@@ -52,9 +52,10 @@ def client_for(repos: FakeRepositories, **settings: Any) -> FlaskClient:
 
 
 def store(repos: FakeRepositories, host: str, *metrics: tuple[str, float, dict[str, str]],
-          time: datetime = NOW) -> None:
+          time: datetime | None = None) -> None:
+    at = NOW if time is None else time  # NOW of this test, not of the import
     repos.metrics.insert_batch(MetricBatch(host, [
-        Metric(time, host, name, value, labels) for name, value, labels in metrics],
+        Metric(at, host, name, value, labels) for name, value, labels in metrics],
         uuid.uuid4()))
 
 

@@ -31,7 +31,7 @@ from miniobserv.server.storage.migrate import (
     connect_args,
     sqlalchemy_url,
 )
-from miniobserv.server.storage.sqlite import enable_wal
+from miniobserv.server.storage.sqlite.db import enable_wal
 from miniobserv.server.storage.tables import metadata
 
 config = context.config

@@ -30,12 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from miniobserv.server.storage import migrate  # noqa: E402
 from miniobserv.server.storage.base import MetricQuery, Series  # noqa: E402
-from miniobserv.server.storage.postgres import (  # noqa: E402
-    PostgresRepositories,
-    bucket_floor,
-    build_query,
-    to_series,
-)
+from miniobserv.server.storage.postgres import PostgresRepositories  # noqa: E402
+from miniobserv.server.storage.postgres.metrics import build_query  # noqa: E402
+from miniobserv.server.storage.shaping import bucket_floor, to_series  # noqa: E402
 from tests.conftest import (  # noqa: E402
     ThrowawayCluster,
     find_pg_bindir,

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,11 +42,7 @@ from miniobserv.server.storage.base import (
     rank_hosts,
 )
 from miniobserv.server.storage.claims import BatchClaim, logs_claim, metrics_claim
-from miniobserv.server.storage.fleet_common import (
-    canonical_labels,
-    merge_latest,
-    outbox_status,
-)
+from miniobserv.server.storage.fleet_common import outbox_status
 from miniobserv.server.storage.series import (
     TOUCH_EVERY,
     Limits,
@@ -54,6 +51,7 @@ from miniobserv.server.storage.series import (
     admit,
     batch_series,
 )
+from miniobserv.server.storage.shaping import canonical_labels, merge_latest, percentile_cont
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -269,19 +267,8 @@ def aggregate(agg: str, rows: list[_Row]) -> float:
     if agg == "last":
         return max(rows, key=lambda row: (row.metric.time, row.metric.value)).metric.value
     if agg in PERCENTILES:
-        return percentile_cont(values, PERCENTILES[agg])
+        return percentile_cont(sorted(values), PERCENTILES[agg])
     raise ValueError(f"unknown aggregate {agg!r}")
-
-
-def percentile_cont(values: Sequence[float], fraction: float) -> float:
-    """PostgreSQL's ``percentile_cont``: linear interpolation between the closest ranks."""
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    lower = math.floor(position)
-    upper = math.ceil(position)
-    if lower == upper:
-        return ordered[lower]
-    return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -402,6 +389,13 @@ class FakeRepositories:
         self.pings += 1
         if self.down:
             raise StorageUnavailable("fake store is down")
+
+    def unbounded_statements(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing cuts the fake's statements
+
+    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+        """Always False: the maintenance job enforces retention, as on SQLite."""
+        return False
 
     def close(self) -> None:
         self.closed = True

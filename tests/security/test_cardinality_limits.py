@@ -22,7 +22,9 @@ from miniobserv.model import LogBatch, LogEntry, Metric, MetricBatch
 from miniobserv.server.app import create_app
 from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import AlertState, HostState, Repositories
+from miniobserv.server.storage.postgres import PostgresRepositories
 from miniobserv.server.storage.series import LimitExceeded, Limits
+from miniobserv.server.storage.sqlite import SQLiteRepositories
 from tests.fakes import FakeRepositories
 from tests.server.api.conftest import SECRET, Tokens
 from tests.server.storage.conftest import config_for, run_in_threads
@@ -61,20 +63,6 @@ def metrics(host: str, ids: range | list[int], time: datetime | None = None) -> 
     return MetricBatch(host, [Metric(when, host, NAME, 1.0, {"id": str(i)}) for i in ids])
 
 
-def is_timescaledb(repos: Repositories) -> bool:
-    """True for a PostgreSQL store whose metrics table is a TimescaleDB hypertable."""
-    pool = getattr(repos, "pool", None)
-    if pool is None:
-        return False
-    with pool.connection() as conn:
-        if conn.execute("SELECT to_regclass('timescaledb_information.hypertables')"
-                        ).fetchone()[0] is None:
-            return False
-        return bool(conn.execute(
-            "SELECT EXISTS (SELECT FROM timescaledb_information.hypertables "
-            "WHERE hypertable_name = 'metrics')").fetchone()[0])
-
-
 def counts(repos: Repositories, host: str) -> tuple[int, int]:
     """(points, series) stored for ``host``."""
     if isinstance(repos, FakeRepositories):
@@ -85,11 +73,11 @@ def counts(repos: Repositories, host: str) -> tuple[int, int]:
 
 
 def scalar(repos: Repositories, statement: str, *params: Any) -> int:
-    db = getattr(repos, "db", None)
-    if db is not None:  # SQLite
-        with db.read() as conn:
+    if isinstance(repos, SQLiteRepositories):
+        with repos.db.read() as conn:
             return int(conn.execute(statement.format("?"), params).fetchone()[0])
-    with repos.pool.connection() as conn:  # type: ignore[attr-defined]
+    assert isinstance(repos, PostgresRepositories)
+    with repos.pool.connection() as conn:
         return int(conn.execute(statement.format("%s"), params).fetchone()[0])
 
 
@@ -163,8 +151,8 @@ def test_retention_removes_hosts_states_and_series_and_frees_the_limit(store: An
     fleet.delete_expired(later, later, later)
     assert fleet.last_seen() == [] and repos.metrics.hosts() == []
     assert fleet.host_states() == [] and fleet.alert_states() == []
-    # On TimescaleDB the points go with their chunks, by the retention policy, not here.
-    points = 2 if is_timescaledb(repos) else 0
+    # On TimescaleDB a retention policy drops whole chunks of points, not delete_expired.
+    points = 2 if repos.sync_retention(timedelta(days=30)) else 0
     assert counts(repos, "web-01") == (points, 0)
     repos.metrics.insert_batch(metrics("web-01", [3, 4]))  # churned labels: room again
     assert counts(repos, "web-01") == (points + 2, 2)

@@ -19,7 +19,7 @@ from miniobserv.model import Metric, MetricBatch
 from miniobserv.server.alerting.evaluate import run_cycle
 from miniobserv.server.alerting.service import AlertingService
 from miniobserv.server.storage import migrate
-from miniobserv.server.storage.postgres import refresh_start_offset
+from miniobserv.server.storage.postgres.db import refresh_start_offset
 from tests.fakes import FakeFleet, FakeRepositories
 
 SECRET = "s" * 32  # an AGENT_TOKEN of the minimum length or more

@@ -29,7 +29,7 @@ from miniobserv.server.alerting.state import (
     step,
 )
 from miniobserv.server.storage.base import AlertState, FleetRepository, HostState, Outgoing
-from miniobserv.server.storage.fleet_common import canonical_labels
+from miniobserv.server.storage.shaping import canonical_labels
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 from miniobserv.config import ServerConfig
@@ -120,8 +119,7 @@ class AlertingService:
             return
         # Retention may rightly run past REQUEST_TIMEOUT (a first delete after a backlog, a
         # wait for another worker's policy lock): outside PostgreSQL's statement_timeout.
-        unbounded = getattr(self.repos, "unbounded_statements", None)
-        with unbounded() if unbounded is not None else nullcontext():
+        with self.repos.unbounded_statements():
             self._guarded("retention", self._retention)
 
     def _should_stop_retention(self) -> bool:

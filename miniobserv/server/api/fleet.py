@@ -22,7 +22,7 @@ from miniobserv.server.api import openapi
 from miniobserv.server.api.auth import require_dashboard
 from miniobserv.server.api.context import current_config, current_repos
 from miniobserv.server.storage.base import ALERT_STATES, AlertState
-from miniobserv.server.storage.fleet_common import canonical_labels
+from miniobserv.server.storage.shaping import canonical_labels
 
 bp = Blueprint("fleet", __name__, url_prefix="/api/v1")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from miniobserv.config import ServerConfig, is_postgres_url
+from miniobserv.server.storage.base import Repositories
 from miniobserv.server.storage.series import Limits
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def open_repositories(config: ServerConfig) -> PostgresRepositories | SQLiteRepo
     raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite:///")
 
 
-def sync_retention(repos: object, config: ServerConfig) -> bool:
+def sync_retention(repos: Repositories, config: ServerConfig) -> bool:
     """Make TimescaleDB's retention policies match ``METRICS_RETENTION`` and
     ``LOGS_RETENTION``; call once at start.
 
@@ -53,8 +54,5 @@ def sync_retention(repos: object, config: ServerConfig) -> bool:
     fakes, where the maintenance job enforces retention. Raises StorageUnavailable when the
     database cannot be reached.
     """
-    sync = getattr(repos, "sync_retention", None)
-    if sync is None:
-        return False
-    metrics = bool(sync(config.metrics_retention))
-    return bool(sync(config.logs_retention, table="logs")) and metrics
+    metrics = repos.sync_retention(config.metrics_retention)
+    return repos.sync_retention(config.logs_retention, table="logs") and metrics

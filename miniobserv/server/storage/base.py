@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -450,6 +451,17 @@ class Repositories(Protocol):
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers a trivial query now."""
+        ...
+
+    def unbounded_statements(self) -> AbstractContextManager[None]:
+        """Statements this thread runs inside the block are not cut by ``REQUEST_TIMEOUT``
+        (background work such as retention); a no-op where nothing cuts them."""
+        ...
+
+    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+        """Make a TimescaleDB retention policy on ``table`` (``metrics`` or ``logs``) drop
+        data past ``retention``; True when one does. False where the maintenance job
+        enforces retention (plain PostgreSQL, SQLite, fakes)."""
         ...
 
     def close(self) -> None: ...

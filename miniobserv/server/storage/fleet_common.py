@@ -1,38 +1,14 @@
-"""Helpers shared by every fleet repository (PostgreSQL, SQLite and the test fake)."""
+"""Retention and outbox helpers shared by every fleet repository (PostgreSQL, SQLite, fake)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
-
-from miniobserv.server.storage.base import LatestValue
 
 RETENTION_CHUNK = 10_000  # rows per retention statement, each its own short transaction
 # A series' last_seen is refreshed at most this often (storage.series.TOUCH_EVERY, which
 # imports this module): retention waits this much longer before removing a series.
 SERIES_TOUCH_SLACK = timedelta(hours=1)
-
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
-
-
-def canonical_labels(labels: Mapping[str, str]) -> str:
-    """Labels as JSON text with sorted keys: one spelling per label set."""
-    return _encode(dict(labels))
-
-
-def merge_latest(values: Iterable[LatestValue]) -> list[LatestValue]:
-    """One value per (host, name, labels): the newest, the greatest among equal times.
-
-    Sorted by host, name and canonical labels, in code-point order, on every store.
-    """
-    best: dict[tuple[str, str, str], LatestValue] = {}
-    for value in values:
-        key = (value.host, value.name, canonical_labels(value.labels))
-        kept = best.get(key)
-        if kept is None or (value.time, value.value) > (kept.time, kept.value):
-            best[key] = value
-    return [best[key] for key in sorted(best)]
 
 
 def outbox_status(delivered: bool, retry_at: datetime | None) -> str:

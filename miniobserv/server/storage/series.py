@@ -34,7 +34,8 @@ from typing import Protocol
 
 from miniobserv.model import MetricBatch
 from miniobserv.server.storage.base import StorageError
-from miniobserv.server.storage.fleet_common import SERIES_TOUCH_SLACK, canonical_labels
+from miniobserv.server.storage.fleet_common import SERIES_TOUCH_SLACK
+from miniobserv.server.storage.shaping import canonical_labels
 
 TOUCH_EVERY: timedelta = SERIES_TOUCH_SLACK
 LEDGER_ENTRIES = 200_000  # per process; past it the least recently used are forgotten

@@ -21,8 +21,9 @@ from miniobserv.errors import ValidationError
 from miniobserv.model import format_time
 from miniobserv.server.api.metrics import MAX_RANGE, MAX_ROLLUP_RANGE, parse_metric_query
 from miniobserv.server.app import create_app
-from miniobserv.server.storage import open_repositories, postgres
+from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import MetricQuery
+from miniobserv.server.storage.postgres import db as postgres_db
 from tests.fakes import FakeRepositories
 from tests.server.api.conftest import SECRET, Tokens
 
@@ -127,7 +128,7 @@ def client_of(url: str) -> Iterator[FlaskClient]:
 @pytest.fixture
 def timescale_client(fresh_postgres_url: str) -> Iterator[FlaskClient]:
     with psycopg.connect(fresh_postgres_url) as conn:
-        if not postgres.has_timescaledb(conn):
+        if not postgres_db.has_timescaledb(conn):
             pytest.skip("the timescaledb extension is not available on the test server")
     yield from client_of(fresh_postgres_url)
 

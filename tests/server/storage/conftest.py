@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from miniobserv.config import ServerConfig
-from miniobserv.server.storage import open_repositories, postgres
+from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import Repositories, StorageUnavailable
+from miniobserv.server.storage.postgres import db as postgres_db
 from tests.fakes import FakeRepositories
 
 STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
@@ -55,7 +56,7 @@ def empty_postgres_url(postgres_databases: Any) -> Iterator[str]:
 def timescale_url(fresh_postgres_url: str) -> str:
     """``fresh_postgres_url`` where TimescaleDB is installed; elsewhere the test is skipped."""
     with psycopg.connect(fresh_postgres_url) as conn:
-        if not postgres.has_timescaledb(conn):
+        if not postgres_db.has_timescaledb(conn):
             pytest.skip(NO_TIMESCALEDB)
     return fresh_postgres_url
 
@@ -63,7 +64,7 @@ def timescale_url(fresh_postgres_url: str) -> str:
 @pytest.fixture
 def unreachable_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[Repositories]:
     """PostgreSQL repositories of a server that refuses connections; the pool waits 0.2 s."""
-    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(postgres_db, "POOL_TIMEOUT_S", 0.2)
     with socket_closed_port() as port:
         opened = open_repositories(config_for(f"postgresql://nobody@127.0.0.1:{port}/none"))
         try:

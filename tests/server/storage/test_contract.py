@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from miniobserv.model import Metric, MetricBatch
-from miniobserv.server.storage import migrate, open_repositories, postgres
+from miniobserv.server.storage import migrate, open_repositories
 from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
@@ -34,6 +34,7 @@ from miniobserv.server.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from miniobserv.server.storage.postgres import db as postgres_db
 from tests.conftest import ThrowawayCluster, find_pg_bindir
 from tests.fakes import FakeRepositories
 from tests.server.storage.conftest import (
@@ -430,7 +431,7 @@ def test_unreadable_sqlite_is_unavailable(tmp_path: Any) -> None:
 @pytest.mark.integration
 def test_postgres_outage_then_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped database: StorageUnavailable; started again: the same pool serves again."""
-    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(postgres_db, "POOL_TIMEOUT_S", 1.0)
     bindir = find_pg_bindir()
     if bindir is None:
         pytest.skip("needs a local PostgreSQL to stop and start")

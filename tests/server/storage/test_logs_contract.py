@@ -27,7 +27,7 @@ from miniobserv.server.storage.base import (
     Repositories,
     StorageError,
 )
-from miniobserv.server.storage.postgres_logs import like_pattern
+from miniobserv.server.storage.postgres.logs import like_pattern
 from tests.fakes import FakeRepositories
 from tests.server.storage.conftest import assert_unavailable, config_for, run_in_threads
 

@@ -31,9 +31,10 @@ from psycopg import sql
 from sqlalchemy.pool import NullPool
 
 from miniobserv.model import LogBatch, LogEntry
-from miniobserv.server.storage import migrate, open_repositories, postgres
+from miniobserv.server.storage import migrate, open_repositories
 from miniobserv.server.storage.base import BatchConflict, LogQuery
-from miniobserv.server.storage.sqlite import enable_wal
+from miniobserv.server.storage.postgres import db as postgres_db
+from miniobserv.server.storage.sqlite.db import enable_wal
 from miniobserv.server.storage.tables import ingested_batches, metadata
 from tests.conftest import ThrowawayCluster, find_pg_bindir, has_timescaledb_files
 from tests.server.storage.conftest import config_for
@@ -162,8 +163,8 @@ def test_plain_postgres_upgrade_downgrade_upgrade(empty_postgres_url: str) -> No
     """The plain-PostgreSQL path, also where TimescaleDB exists (``timescaledb=False``)."""
     round_trip(empty_postgres_url, timescaledb=False)
     with psycopg.connect(empty_postgres_url) as conn:
-        assert not postgres.is_hypertable(conn, "metrics")
-        assert postgres.sync_retention(conn, timedelta(days=3)) is False
+        assert not postgres_db.is_hypertable(conn, "metrics")
+        assert postgres_db.sync_retention(conn, timedelta(days=3)) is False
 
 
 @pytest.mark.integration
@@ -291,7 +292,7 @@ def policies(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
 @pytest.mark.timescaledb
 def test_timescaledb_hypertable_and_policies(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
-        assert postgres.is_hypertable(conn, "metrics")
+        assert postgres_db.is_hypertable(conn, "metrics")
         assert chunk_interval(conn, "metrics") == timedelta(days=1)
         assert compression_settings(conn, "metrics") == [
             ("host", 1, None), ("name", 2, None), ("time", None, False)]
@@ -314,7 +315,7 @@ def test_timescaledb_downgrade_removes_policies(timescale_url: str) -> None:
     assert table_names(timescale_url) == set()
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
-        assert postgres.is_hypertable(conn, "metrics")
+        assert postgres_db.is_hypertable(conn, "metrics")
         assert set(policies(conn)) == {"policy_compression", "policy_retention"}
 
 
@@ -323,12 +324,12 @@ def test_timescaledb_downgrade_removes_policies(timescale_url: str) -> None:
 def test_sync_retention_replaces_the_policy_once(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
         compression = policies(conn)["policy_compression"]
-        assert postgres.sync_retention(conn, timedelta(days=10)) is True
+        assert postgres_db.sync_retention(conn, timedelta(days=10)) is True
         first = policies(conn)["policy_retention"]
         assert first["config"]["drop_after"] == "10 days"
-        assert postgres.sync_retention(conn, timedelta(hours=240)) is True  # same interval
+        assert postgres_db.sync_retention(conn, timedelta(hours=240)) is True  # same interval
         assert policies(conn)["policy_retention"]["job_id"] == first["job_id"]
-        assert postgres.sync_retention(conn, timedelta(days=30)) is True
+        assert postgres_db.sync_retention(conn, timedelta(days=30)) is True
         jobs = policies(conn)
     assert jobs["policy_retention"]["config"]["drop_after"] == "30 days"
     assert jobs["policy_compression"] == compression
@@ -349,7 +350,7 @@ def test_timescaledb_not_preloaded_falls_back_to_plain_tables(
         with caplog.at_level(logging.INFO, logger="alembic"):
             round_trip(url)
         with psycopg.connect(url) as conn:
-            assert not postgres.has_timescaledb(conn)
+            assert not postgres_db.has_timescaledb(conn)
     finally:
         cluster.destroy()
     assert any("timescaledb is installed but cannot be used" in r.getMessage()
@@ -384,7 +385,7 @@ def test_timescaledb_as_database_owner_and_without_the_right_to_create_it(
                     # Without rights, later revisions may skip extension-backed indexes too.
                     round_trip(url_as(url, role), compare_schema=owner)
                 with psycopg.connect(url) as conn:
-                    assert postgres.is_hypertable(conn, "metrics") is owner
+                    assert postgres_db.is_hypertable(conn, "metrics") is owner
         finally:
             for url in urls:
                 postgres_databases.drop(url)

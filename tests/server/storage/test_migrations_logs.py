@@ -22,8 +22,9 @@ from sqlalchemy.pool import NullPool
 
 from miniobserv.config import ServerConfig
 from miniobserv.model import LogBatch, LogEntry
-from miniobserv.server.storage import migrate, open_repositories, postgres, sync_retention
+from miniobserv.server.storage import migrate, open_repositories, sync_retention
 from miniobserv.server.storage.base import LogQuery, to_micros
+from miniobserv.server.storage.postgres import db as postgres_db
 from tests.server.storage.conftest import config_for
 from tests.server.storage.test_migrations import (
     chunk_interval,
@@ -110,7 +111,7 @@ def index_names(conn: psycopg.Connection[Any]) -> set[str]:
 def test_plain_postgres_0002_up_and_down(empty_postgres_url: str) -> None:
     up_and_down(empty_postgres_url, timescaledb=False)
     with psycopg.connect(empty_postgres_url) as conn:
-        assert not postgres.is_hypertable(conn, "logs")
+        assert not postgres_db.is_hypertable(conn, "logs")
         assert index_names(conn) == {"pk_logs", "ix_logs_host_id", "ix_logs_time",
                                      "ix_logs_message_trgm"}
 
@@ -124,7 +125,7 @@ def test_postgres_search_uses_the_trigram_index(fresh_postgres_url: str) -> None
         repos.logs.insert_batch(LogBatch("h", [LogEntry(T0, "h", "error", "Disk 95% FULL")]))
     finally:
         repos.close()
-    from miniobserv.server.storage.postgres_logs import build_query
+    from miniobserv.server.storage.postgres.logs import build_query
 
     statement, params = build_query(LogQuery(search="95% full"))
     with psycopg.connect(fresh_postgres_url) as conn:
@@ -171,7 +172,7 @@ def test_role_that_may_not_create_pg_trgm_still_migrates(
 @pytest.mark.timescaledb
 def test_timescaledb_logs_hypertable_and_policies(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
-        assert postgres.is_hypertable(conn, "logs")
+        assert postgres_db.is_hypertable(conn, "logs")
         assert chunk_interval(conn, "logs") == timedelta(days=1)
         assert compression_settings(conn, "logs") == [
             ("host", 1, None), ("id", None, False), ("time", None, False)]
@@ -218,10 +219,10 @@ def test_timescaledb_0002_down_removes_the_logs_policies_only(timescale_url: str
     with psycopg.connect(timescale_url) as conn:
         assert set(jobs(conn)) == {("metrics", "policy_compression"),
                                    ("metrics", "policy_retention")}
-        assert not postgres.is_hypertable(conn, "logs")
+        assert not postgres_db.is_hypertable(conn, "logs")
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
-        assert postgres.is_hypertable(conn, "logs") and len(jobs(conn)) == 8  # 0005's too
+        assert postgres_db.is_hypertable(conn, "logs") and len(jobs(conn)) == 8  # 0005's too
 
 
 @pytest.mark.integration
@@ -243,7 +244,7 @@ def test_sync_retention_applies_logs_retention_with_its_own_start(timescale_url:
     starts = [job["initial_start"] for job in after.values()]
     assert len(set(starts)) == 8  # the new logs policy keeps clear of the others (0005's too)
     with psycopg.connect(timescale_url) as conn, pytest.raises(ValueError):
-        postgres.sync_retention(conn, timedelta(days=1), "hosts")
+        postgres_db.sync_retention(conn, timedelta(days=1), "hosts")
 
 
 def repos_config(url: str) -> ServerConfig:

@@ -18,18 +18,17 @@ import psycopg
 import pytest
 
 from miniobserv.model import Metric, MetricBatch
-from miniobserv.server.storage import migrate, open_repositories, postgres
+from miniobserv.server.storage import migrate, open_repositories
 from miniobserv.server.storage.base import MetricQuery, Point, Series
-from miniobserv.server.storage.postgres import (
+from miniobserv.server.storage.postgres import PostgresRepositories
+from miniobserv.server.storage.postgres import db as postgres_db
+from miniobserv.server.storage.postgres.db import ROLLUP_VIEWS
+from miniobserv.server.storage.postgres.metrics import (
     ROLLUP_AGGREGATE_SQL,
     ROLLUP_RETENTION,
-    ROLLUP_VIEWS,
-    PostgresRepositories,
-    bucket_floor,
     build_query,
-    to_series,
-    whole_buckets,
 )
+from miniobserv.server.storage.shaping import bucket_floor, to_series, whole_buckets
 from tests.server.storage.conftest import config_for
 
 pytestmark = pytest.mark.integration
@@ -43,7 +42,7 @@ ROLLUP_AGGS = list(ROLLUP_AGGREGATE_SQL)
 def rollups_of(url: str) -> dict[str, bool]:
     """Rollup view name -> materialized_only, for every continuous aggregate of the database."""
     with psycopg.connect(url) as conn:
-        if not postgres.has_timescaledb(conn):
+        if not postgres_db.has_timescaledb(conn):
             return {}
         rows = conn.execute("SELECT view_name, materialized_only"
                             " FROM timescaledb_information.continuous_aggregates").fetchall()
@@ -122,7 +121,7 @@ def test_upgrade_rolls_up_the_data_already_stored(postgres_databases: Any) -> No
     url = postgres_databases.create(migrated=False)
     migrate.upgrade(url, "0004")
     with psycopg.connect(url) as conn:
-        if not postgres.is_hypertable(conn, "metrics"):
+        if not postgres_db.is_hypertable(conn, "metrics"):
             pytest.skip("the timescaledb extension is not available on the test server")
         now = datetime.now(UTC)
         conn.execute("INSERT INTO metrics (time, host, name, value) SELECT t, 'h', %s, 1"
@@ -320,7 +319,7 @@ def test_a_vanished_rollup_falls_back_to_the_raw_table(
     query = q(start, start + 5 * DAY, "1d", "max")
     expected = pg.metrics.query(query)
     migrate.downgrade(timescale_url, "0004")
-    with caplog.at_level(logging.WARNING, logger="miniobserv.server.storage.postgres"):
+    with caplog.at_level(logging.WARNING, logger="miniobserv.server.storage.postgres.metrics"):
         assert pg.metrics.query(query) == expected
     assert "rollup metrics_1d is gone" in caplog.text
     assert not pg.metrics.serves_from_rollup(query)

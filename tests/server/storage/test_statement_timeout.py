@@ -14,7 +14,8 @@ from miniobserv.config import ServerConfig
 from miniobserv.server.app import create_app
 from miniobserv.server.storage import open_repositories
 from miniobserv.server.storage.base import StorageUnavailable
-from miniobserv.server.storage.postgres import PostgresRepositories, translate_errors
+from miniobserv.server.storage.postgres import PostgresRepositories
+from miniobserv.server.storage.postgres.db import translate_errors
 from miniobserv.tokens import mint_token
 
 pytestmark = pytest.mark.integration

@@ -28,18 +28,17 @@ from miniobserv.server.storage.base import (
     Outgoing,
 )
 from miniobserv.server.storage.fleet_common import (
-    canonical_labels,
     delete_in_chunks,
     expired_rows,
-    merge_latest,
     never,
     outbox_status,
 )
-from miniobserv.server.storage.postgres import (
+from miniobserv.server.storage.postgres.db import (
     CONNECT_TIMEOUT_S,
     is_hypertable,
     translate_errors,
 )
+from miniobserv.server.storage.shaping import canonical_labels, merge_latest
 
 log = logging.getLogger(__name__)
 

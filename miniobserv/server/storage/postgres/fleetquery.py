@@ -25,12 +25,9 @@ from miniobserv.server.storage.base import (
     TopQuery,
     rank_hosts,
 )
-from miniobserv.server.storage.postgres import (
-    AGGREGATE_SQL,
-    _series_and_filters,
-    to_series,
-    translate_errors,
-)
+from miniobserv.server.storage.postgres.db import translate_errors
+from miniobserv.server.storage.postgres.metrics import AGGREGATE_SQL, _series_and_filters
+from miniobserv.server.storage.shaping import to_series
 
 # {bucket} is date_bin for bucketed queries, one constant for a whole-range aggregate (top).
 _FLEET = """SELECT {series} AS series, {bucket} AS bucket, {aggregate} AS value

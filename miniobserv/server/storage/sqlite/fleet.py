@@ -26,14 +26,13 @@ from miniobserv.server.storage.base import (
     to_micros,
 )
 from miniobserv.server.storage.fleet_common import (
-    canonical_labels,
     delete_in_chunks,
     expired_rows,
-    merge_latest,
     never,
     outbox_status,
 )
-from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros
+from miniobserv.server.storage.shaping import canonical_labels, merge_latest
+from miniobserv.server.storage.sqlite.db import SQLiteDatabase, from_micros
 
 log = logging.getLogger(__name__)
 

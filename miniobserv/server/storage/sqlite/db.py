@@ -1,52 +1,35 @@
-"""SQLite repositories: stdlib ``sqlite3`` in WAL mode (SPEC §7).
+"""SQLite plumbing: pooled connections in WAL mode, one ``BEGIN IMMEDIATE`` per batch.
 
-Times are INTEGER microseconds since the UTC epoch, so bucketing is exact integer arithmetic
-and answers match PostgreSQL's ``date_bin``. Each batch is one ``BEGIN IMMEDIATE``
-transaction. ``sum/avg/min/max/count`` and ``last`` run in SQL; percentiles are computed in
-Python exactly as PostgreSQL's ``percentile_cont`` does. Connections come from a small
+Times are INTEGER microseconds since the UTC epoch. Connections come from a small
 per-process pool (one thread uses a connection at a time), so request threads that come and
-go do not leak connections.
+go do not leak connections. Reads are cut after ``REQUEST_TIMEOUT`` by a progress handler.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import math
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from miniobserv.model import MetricBatch, is_label_key
 from miniobserv.server.storage.base import (
-    AGGREGATES,
-    BUCKETS,
     EPOCH,
-    HOST_GROUP,
-    PERCENTILES,
-    HostValue,
-    MetricQuery,
-    Point,
-    Series,
     StorageError,
     StorageUnavailable,
-    TopQuery,
-    labels_text,
     to_micros,
 )
-from miniobserv.server.storage.claims import BatchClaim, metrics_claim
+from miniobserv.server.storage.claims import BatchClaim
 from miniobserv.server.storage.series import (
     Limits,
     SeriesKey,
     SeriesLedger,
     admit,
-    batch_series,
 )
 
 log = logging.getLogger(__name__)
@@ -55,27 +38,6 @@ BUSY_TIMEOUT_S = 5.0  # a writer waits this long for another process's transacti
 PROGRESS_STEPS = 10_000  # virtual-machine steps between two looks at a read's deadline
 MAX_IDLE_CONNECTIONS = 8
 
-# The allowlist of aggregate SQL, keyed by base.AGGREGATES; None: computed in Python.
-AGGREGATE_SQL: Mapping[str, str | None] = {
-    "avg": "avg(value)", "min": "min(value)", "max": "max(value)", "sum": "sum(value)",
-    "count": "count(*)", "last": None, **{name: None for name in PERCENTILES},
-}
-assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs a plan"
-
-_BUCKET = "(time - ((time % :width) + :width) % :width)"  # floor, also before 1970
-_AGGREGATED = """SELECT {series} AS series, {bucket} AS bucket, {aggregate} AS value
-    FROM metrics WHERE {where} GROUP BY series, bucket ORDER BY series, bucket"""
-# ``last``: the newest point's value; among points of the same newest time, the greatest.
-_LAST = """SELECT series, bucket, value FROM (
-        SELECT {series} AS series, {bucket} AS bucket, value, row_number() OVER (
-            PARTITION BY {series}, {bucket} ORDER BY time DESC, value DESC) AS rank
-        FROM metrics WHERE {where})
-    WHERE rank = 1 ORDER BY series, bucket"""
-_VALUES = """SELECT {series} AS series, {bucket} AS bucket, value
-    FROM metrics WHERE {where} ORDER BY series, bucket, value"""
-_COUNT_SERIES = """SELECT count(*) FROM (
-    SELECT DISTINCT json_extract(labels, :group) FROM metrics WHERE {where} LIMIT :limit)"""
-_INSERT = "INSERT INTO metrics (time, host, name, value, labels) VALUES (?, ?, ?, ?, ?)"
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (?, ?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
 _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = ? AND kind = ?"
@@ -96,15 +58,6 @@ _UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_s
 def from_micros(micros: int) -> datetime:
     """The aware UTC datetime ``micros`` microseconds after the epoch."""
     return EPOCH + timedelta(microseconds=micros)
-
-
-def percentile_cont(ordered: Sequence[float], fraction: float) -> float:
-    """PostgreSQL's ``percentile_cont`` over ascending values, with the same arithmetic."""
-    position = fraction * (len(ordered) - 1)
-    lower, upper = math.floor(position), math.ceil(position)
-    if lower == upper:
-        return ordered[lower]
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
 
 
 def database_path(database_url: str) -> str:
@@ -309,137 +262,3 @@ def _claim(conn: sqlite3.Connection, claim: BatchClaim, now: int) -> bool:
         return True
     claim.check_retry(conn.execute(_CLAIMED_DIGEST, key).fetchone()[0])
     return False
-
-
-class SQLiteMetrics:
-    """Metrics in the ``metrics`` table of a SQLite file."""
-
-    def __init__(self, db: SQLiteDatabase) -> None:
-        self._db = db
-        from miniobserv.server.storage.sqlite_fleetquery import (  # imports this module
-            SQLiteFleetQueries,
-        )
-
-        self._fleet_queries = SQLiteFleetQueries(db)
-
-    def insert_batch(self, batch: MetricBatch) -> int:
-        """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
-        rows = [(to_micros(m.time), m.host, m.name, m.value, labels_text(m.labels))
-                for m in batch.metrics]
-        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows,
-                     batch_series(batch))
-        return len(batch.metrics)
-
-    def query(self, query: MetricQuery) -> list[Series]:
-        """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
-        if query.is_fleet_wide:
-            return self._fleet_queries.query(query)
-        if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
-            raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
-        if not all(is_label_key(key) for key, _ in query.labels) or \
-                (query.group_by is not None and not is_label_key(query.group_by)):
-            return to_series([], query.group_by)  # no stored label has such a key
-        where, params = _where(query)
-        series = "json_extract(labels, :group)" if query.group_by else "''"
-        parts = {"series": series, "bucket": _BUCKET, "where": where}
-        with self._db.read() as conn:
-            if query.agg in PERCENTILES:
-                rows = conn.execute(_VALUES.format(**parts), params)
-                return to_series(_percentiles(rows, PERCENTILES[query.agg]), query.group_by)
-            template = _LAST if query.agg == "last" else _AGGREGATED
-            statement = template.format(aggregate=AGGREGATE_SQL[query.agg], **parts)
-            return to_series(conn.execute(statement, params).fetchall(), query.group_by)
-
-    def count_series(self, query: MetricQuery, limit: int) -> int:
-        """Distinct ``group_by`` values of the matching points, at most ``limit``."""
-        if query.is_fleet_wide:
-            return self._fleet_queries.count_series(query, limit)
-        if query.group_by is None:
-            return 1
-        if not all(is_label_key(key) for key, _ in query.labels) or \
-                not is_label_key(query.group_by):
-            return 0
-        where, params = _where(query)
-        with self._db.read() as conn:
-            row = conn.execute(_COUNT_SERIES.format(where=where),
-                               {**params, "limit": limit}).fetchone()
-        return int(row[0])
-
-    def hosts(self) -> list[str]:
-        """Every host that sent an accepted batch, in code-point order."""
-        with self._db.read() as conn:
-            return [row[0] for row in conn.execute("SELECT host FROM hosts ORDER BY host")]
-
-    def top(self, query: TopQuery) -> list[HostValue]:
-        """The hosts of the highest (or lowest) aggregate over the range."""
-        return self._fleet_queries.top(query)
-
-    def serves_from_rollup(self, query: MetricQuery) -> bool:
-        """Always False: SQLite has no rollups, every query reads the raw points."""
-        return False
-
-
-def _json_path(key: str) -> str:
-    return f'$."{key}"'  # keys are [A-Za-z_][A-Za-z0-9_]*: nothing to escape
-
-
-def _where(query: MetricQuery) -> tuple[str, dict[str, Any]]:
-    """The conditions of ``query`` and their parameters; no host condition for ``host=None``,
-    no label condition for ``group_by="host"`` (fleet-wide queries, :mod:`.sqlite_fleetquery`)."""
-    params: dict[str, Any] = {"width": query.bucket_seconds * 1_000_000, "host": query.host,
-                              "name": query.name, "start": to_micros(query.start),
-                              "end": to_micros(query.end)}
-    clauses = ["host = :host"] if query.host is not None else []
-    clauses += ["name = :name", "time >= :start", "time <= :end"]
-    for index, (key, value) in enumerate(query.labels):
-        params[f"key{index}"], params[f"value{index}"] = _json_path(key), value
-        clauses.append(f"json_extract(labels, :key{index}) = :value{index}")
-    if query.group_by is not None and query.group_by != HOST_GROUP:
-        params["group"] = _json_path(query.group_by)
-        clauses.append("json_extract(labels, :group) IS NOT NULL")
-    return " AND ".join(clauses), params
-
-
-def _percentiles(rows: Iterable[tuple[str, int, float]],
-                 fraction: float) -> Iterator[tuple[str, int, float]]:
-    """One ``(series, bucket, percentile)`` per group of rows sorted by series, bucket, value."""
-    for (series, bucket), group in itertools.groupby(rows, key=lambda row: row[:2]):
-        yield series, bucket, percentile_cont([row[2] for row in group], fraction)
-
-
-def to_series(rows: Iterable[tuple[str, int, float]], group_by: str | None) -> list[Series]:
-    """Shape ``(series, bucket_micros, value)`` rows, sorted by series and bucket."""
-    grouped: dict[str, list[Point]] = {}
-    for key, bucket, value in rows:
-        grouped.setdefault(key, []).append(Point(from_micros(bucket), float(value)))
-    if group_by is None:
-        return [Series(labels={}, points=grouped.get("", []))]
-    return [Series(labels={group_by: key}, points=grouped[key]) for key in sorted(grouped)]
-
-
-class SQLiteRepositories:
-    """Every SQLite repository of one process, sharing one :class:`SQLiteDatabase`."""
-
-    def __init__(self, database_url: str, *, statement_timeout: timedelta | None = None,
-                 limits: Limits | None = None) -> None:
-        self.db = SQLiteDatabase(database_path(database_url),
-                                 statement_timeout=statement_timeout, limits=limits)
-        self.metrics = SQLiteMetrics(self.db)
-        from miniobserv.server.storage.sqlite_fleet import SQLiteFleet  # imports this module
-
-        self.fleet = SQLiteFleet(self.db)
-        from miniobserv.server.storage.sqlite_logs import SQLiteLogs  # imports this module
-
-        self.logs = SQLiteLogs(self.db)
-
-    def ping(self) -> None:
-        """Raise StorageUnavailable unless the file answers a query now."""
-        with self.db.read() as conn:
-            conn.execute("SELECT 1 FROM hosts LIMIT 1").fetchall()
-
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
-        """Always False: on SQLite the maintenance job enforces retention."""
-        return False
-
-    def close(self) -> None:
-        self.db.close()

@@ -22,16 +22,16 @@ from miniobserv.server.storage.base import (
     TopQuery,
     rank_hosts,
 )
-from miniobserv.server.storage.sqlite import (
+from miniobserv.server.storage.shaping import to_series
+from miniobserv.server.storage.sqlite.db import SQLiteDatabase, from_micros
+from miniobserv.server.storage.sqlite.metrics import (
     _AGGREGATED,
     _BUCKET,
     _LAST,
     _VALUES,
     AGGREGATE_SQL,
-    SQLiteDatabase,
     _percentiles,
     _where,
-    to_series,
 )
 
 _COUNT = "SELECT count(*) FROM (SELECT DISTINCT {series} FROM metrics WHERE {where} LIMIT :limit)"
@@ -49,8 +49,8 @@ class SQLiteFleetQueries:
         if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
             raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
         if not _is_answerable(query):
-            return to_series([], query.group_by)
-        return to_series(self._rows(query, _BUCKET), query.group_by)
+            return to_series([], query.group_by, from_micros)
+        return to_series(self._rows(query, _BUCKET), query.group_by, from_micros)
 
     def count_series(self, query: MetricQuery, limit: int) -> int:
         """Distinct hosts (``group_by="host"``) or ``group_by`` values, at most ``limit``."""

@@ -16,7 +16,7 @@ from typing import Any
 from miniobserv.model import LogBatch
 from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text, log_page
 from miniobserv.server.storage.claims import logs_claim
-from miniobserv.server.storage.postgres import Ingest, copy_batch, translate_errors
+from miniobserv.server.storage.postgres.db import Ingest, copy_batch, translate_errors
 
 _COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
 _SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"

@@ -22,7 +22,7 @@ from miniobserv.server.storage.base import (
     to_micros,
 )
 from miniobserv.server.storage.claims import logs_claim
-from miniobserv.server.storage.sqlite import SQLiteDatabase, from_micros, insert_batch
+from miniobserv.server.storage.sqlite.db import SQLiteDatabase, from_micros, insert_batch
 
 _INSERT = """INSERT INTO logs (time, host, level, message, path, labels)
     VALUES (?, ?, ?, ?, ?, ?)"""

@@ -401,7 +401,11 @@ def _parse_batch(data: Any, key: str, parse_item: Callable[[Any, datetime, str],
 
 
 def _check_items(data: Any, key: str) -> list[Any]:
-    items = data.get(key)
+    return check_items(data.get(key), key)
+
+
+def check_items(items: Any, key: str) -> list[Any]:
+    """The records of a batch under ``key``: a list of 1 to MAX_BATCH items."""
     if not isinstance(items, list):
         raise ValidationError(key, "is required and must be a list")
     if not items:

@@ -7,7 +7,8 @@ the model so that the agent, which never loads a batch from JSON, does not impor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,7 +22,9 @@ from miniobserv.model import (
     LogEntry,
     Metric,
     MetricBatch,
+    check_batch_id,
     check_host,
+    check_items,
     check_labels,
     check_message,
     check_name,
@@ -34,11 +37,16 @@ _T = TypeVar("_T")
 
 
 def _checked(check: Callable[..., _T], *args: Any) -> _T:
-    """``check(*args)``, its ValidationError raised as marshmallow's (same message)."""
+    """``check(*args)``, its ValidationError raised as marshmallow's (same message).
+
+    A field path below the checked value (``labels.core``) becomes marshmallow's nested
+    messages (``{"core": [...]}``), so both name the same field.
+    """
     try:
         return check(*args)
     except ValidationError as err:
-        raise ma.ValidationError(err.message) from err
+        _, dot, below = err.field.partition(".")
+        raise ma.ValidationError({below: [err.message]} if dot else err.message) from err
 
 
 def _validator(check: Any) -> Any:
@@ -50,17 +58,37 @@ def _validator(check: Any) -> Any:
     return validate
 
 
-class _Time(ma.fields.Field):
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
-        return _checked(check_time, value, datetime.now(UTC))
+class _Checked(ma.fields.Field):
+    """A field that one model ``check_*`` function validates and converts, null included.
 
-    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
-        return None if value is None else format_time(value)
+    Any present value, ``null`` too, goes to ``check`` (the model's message, not
+    marshmallow's "Field may not be null."); only a missing one is marshmallow's (``required``
+    or ``load_default``). ``dump`` writes the value back (default: as it is).
+    """
+
+    def __init__(self, check: Callable[[Any], Any],
+                 dump: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.dump = dump
+
+    def deserialize(self, value: Any, attr: str | None = None,
+                    data: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        if value is ma.missing:
+            return super().deserialize(value, attr, data, **kwargs)
+        return _checked(self.check, value)
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        return value if value is None or self.dump is None else self.dump(value)
 
 
-class _Number(ma.fields.Field):
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
-        return _checked(check_value, value)
+def _check_time_now(value: Any) -> datetime:
+    return check_time(value, datetime.now(UTC))
+
+
+class _Time(_Checked):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(_check_time_now, format_time, **kwargs)
 
 
 class _Labels(ma.fields.Field):
@@ -68,37 +96,74 @@ class _Labels(ma.fields.Field):
         return _checked(check_labels, value)
 
 
+# The model's parsers say "host: must be a string" for a missing host and ignore keys they do
+# not know; the schemas of metrics say the same (tests/test_schema_agreement.py).
+_HOST_REQUIRED = {"required": "must be a string"}
+
+
 class MetricSchema(ma.Schema):
     """Wire shape of a :class:`Metric`."""
 
-    time = _Time(required=True)
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    name = ma.fields.String(required=True, validate=_validator(check_name))
-    value = _Number(required=True)
-    labels = _Labels(load_default=dict)
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    error_messages = {"type": "must be an object"}
+
+    time = _Time(required=True, error_messages={"required": "is required"})
+    host = _Checked(check_host, required=True, error_messages=_HOST_REQUIRED)
+    name = _Checked(check_name, required=True, error_messages={"required": "is required"})
+    value = _Checked(check_value, required=True, error_messages={"required": "is required"})
+    labels = _Checked(check_labels, load_default=dict)
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> Metric:
-        data["host"] = data["host"].strip()
         return Metric(**data)
+
+
+class _BatchMetricSchema(MetricSchema):
+    """A metric inside a batch, whose ``host`` may be left out (it is the batch's)."""
+
+    host = _Checked(check_host, load_default=None)
+
+    @ma.post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> Metric:
+        return Metric(**{**data, "host": data["host"] or ""})  # "": the batch's, filled in
+
+
+def _check_metrics(items: Any) -> None:
+    check_items(items, "metrics")
+
+
+_LIST_REQUIRED: dict[str, Any] = {key: "is required and must be a list"
+                                  for key in ("required", "null", "invalid")}
 
 
 class MetricBatchSchema(ma.Schema):
     """Wire shape of a :class:`MetricBatch`."""
 
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    batch_id = ma.fields.UUID(load_default=None)
-    metrics = ma.fields.List(ma.fields.Nested(MetricSchema), required=True,
-                             validate=ma.validate.Length(min=1, max=MAX_BATCH))
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    error_messages = {"type": "must be a JSON object"}
+
+    host = _Checked(check_host, required=True, error_messages=_HOST_REQUIRED)
+    batch_id = _Checked(check_batch_id, str, load_default=None)
+    metrics = ma.fields.List(
+        ma.fields.Nested(_BatchMetricSchema, error_messages={"null": "must be an object"}),
+        required=True, validate=_validator(_check_metrics), error_messages=_LIST_REQUIRED)
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> MetricBatch:
-        host = data["host"].strip()
+        host = data["host"]
+        metrics = []
         for index, metric in enumerate(data["metrics"]):
-            if metric.host != host:
+            if not metric.host:
+                metric = replace(metric, host=host)
+            elif metric.host != host:
                 raise ma.ValidationError(
-                    {"metrics": {index: {"host": ["must equal the batch host"]}}})
-        return MetricBatch(host=host, metrics=data["metrics"], batch_id=data["batch_id"])
+                    {"metrics": {index: {"host": [f"must equal the batch host {host!r}"]}}})
+            metrics.append(metric)
+        return MetricBatch(host=host, metrics=metrics, batch_id=data["batch_id"])
 
 
 class LogEntrySchema(ma.Schema):

@@ -16,6 +16,7 @@ from miniobserv.config import ServerConfig
 from miniobserv.server import api
 from miniobserv.server.alerting.service import AlertingService
 from miniobserv.server.api.context import install
+from miniobserv.server.api.jsonio import OrjsonProvider
 from miniobserv.server.storage.base import Repositories, StorageUnavailable
 from miniobserv.server.telemetry import telemetry_for_process
 
@@ -42,7 +43,8 @@ def create_app(config: ServerConfig | None = None,
     app = Flask(__name__, static_folder=None)  # the dashboard serves its own assets
     if migrations is not None:
         app.before_request(migrations.before_request)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep their documented order
+    app.json = OrjsonProvider(app)  # orjson: request and response bodies in C
+    app.json.sort_keys = False  # answers keep their documented order
     install(app, config, repos)
     telemetry_for_process(shared=start_background).install(app)
     api.register(app)

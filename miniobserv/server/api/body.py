@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
+import orjson
 from flask import request
 
 from miniobserv.server.api.errors import ApiError, bad_request
@@ -116,7 +117,23 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json(data: bytes) -> Any:
-    """Strict JSON: NaN/Infinity literals, bad UTF-8 and absurd nesting are 400s."""
+    """Strict JSON: NaN/Infinity literals, bad UTF-8 and absurd nesting are 400s.
+
+    orjson (C) parses the bodies it accepts, which are valid UTF-8 JSON documents; whatever it
+    refuses goes through :func:`parse_json_strictly`, the standard library's parser, which
+    gives today's answer: its error message, or the document when only orjson refuses it (a
+    UTF-16 body or a BOM, an integer too large for a double, a lone surrogate escape that the
+    model then refuses by field). orjson nests at most 1024 deep; the standard library stops
+    at the recursion limit (about 1000), which is where "nested too deeply" comes from.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return parse_json_strictly(data)
+
+
+def parse_json_strictly(data: bytes) -> Any:
+    """:func:`parse_json` with the standard library's parser only (the refusals' wording)."""
     if not data.strip():
         raise bad_request("body", "is empty; expected a JSON object")
     try:

@@ -75,16 +75,25 @@ def query_answer(query: MetricQuery, series: Sequence[Series]) -> dict[str, Any]
     """The wire shape of a query result."""
     answer: dict[str, Any] = {"host": query.host, "name": query.name, "bucket": query.bucket,
                               "agg": query.agg}
+    texts: dict[datetime, str] = {}
     if query.group_by is None:
-        answer["points"] = _points(series[0].points) if series else []
+        answer["points"] = _points(series[0].points, texts) if series else []
     else:
-        answer["series"] = [{"labels": dict(s.labels), "points": _points(s.points)}
+        answer["series"] = [{"labels": dict(s.labels), "points": _points(s.points, texts)}
                             for s in series]
     return answer
 
 
-def _points(points: Sequence[Point]) -> list[dict[str, Any]]:
-    return [{"time": format_time(p.time), "value": p.value} for p in points]
+def _points(points: Sequence[Point], texts: dict[datetime, str]) -> list[dict[str, Any]]:
+    """The wire points; ``texts`` holds the answer's bucket starts already formatted (the
+    series of a ``group_by`` answer share them: each is formatted once, not once a point)."""
+    out = []
+    for point in points:
+        text = texts.get(point.time)
+        if text is None:
+            text = texts[point.time] = format_time(point.time)
+        out.append({"time": text, "value": point.value})
+    return out
 
 
 # --- query parameters ----------------------------------------------------------------------

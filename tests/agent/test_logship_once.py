@@ -103,7 +103,12 @@ def test_the_same_byte_range_gives_the_same_id_and_another_range_another(tmp_pat
     with open(log_file, "a") as out:
         out.write("c\n")
     with Tailer([str(log_file)], tmp_path / "state") as tailer:
-        assert tailer.poll().batch_id != first.batch_id  # a+b+c is another range
+        replayed = tailer.poll()  # the chunk in flight first, as it was: a+b, not a+b+c
+        rest = tailer.poll()
+    assert [line.text for line in replayed.lines] == ["a", "b"]
+    assert replayed.batch_id == first.batch_id and replayed.lines == first.lines
+    assert [line.text for line in rest.lines] == ["c"]
+    assert rest.batch_id != first.batch_id  # c is another range
 
 
 def test_a_refused_chunk_is_split_down_to_the_one_line_the_server_refuses(tmp_path,

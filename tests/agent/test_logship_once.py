@@ -248,3 +248,28 @@ def test_a_file_changed_under_a_chunk_in_flight_falls_back_to_the_saved_position
         chunk = tailer.poll()
     assert "cannot re-read 1 log chunks in flight" in caplog.text
     assert not chunk.replayed and [line.text for line in chunk.lines] == ["new"]
+
+
+def test_a_chunk_in_flight_that_closed_a_rotated_file_is_replayed_from_the_rotated_file(
+        tmp_path):
+    log_file, state = tmp_path / "app.log", tmp_path / "state"
+    log_file.write_text("")
+    clock = Clock(datetime(2026, 5, 1, tzinfo=UTC))
+    seconds = iter(range(0, 10_000, 10))
+    with Tailer([str(log_file)], state, clock=lambda: float(next(seconds))) as tailer:
+        tailer.ROTATED_GRACE = 5.0
+        tailer.poll()
+        log_file.write_text("old 1\n")
+        tailer.poll()
+        (log_file).rename(tmp_path / "app.log.1")  # rename-and-create rotation
+        log_file.write_text("new 1\n")
+        with open(tmp_path / "app.log.1", "a") as late:
+            late.write("old 2\n")  # a late writer, then the old file is drained and closed
+        rotated = tailer.poll()
+    assert [line.text for line in rotated.lines] == ["old 2", "new 1"]
+    assert any(end == -1 for *_, end in rotated.ranges)
+    with Tailer([str(log_file)], state, now=clock) as tailer:
+        first, second, rest = tailer.poll(), tailer.poll(), tailer.poll()
+    assert [line.text for line in first.lines] == ["old 1"] and first.replayed
+    assert (second.batch_id, second.lines) == (rotated.batch_id, rotated.lines)
+    assert rest.lines == () and not rest.replayed

@@ -4,8 +4,12 @@ A :class:`LogShipper` runs one thread that polls a :class:`~miniobserv.agent.log
 about every second (never less often than once per ``COLLECT_INTERVAL``) and sends each chunk
 of at most 1000 lines as one :class:`~miniobserv.model.LogBatch` whose ``batch_id`` is derived
 from the files' identities and byte ranges (:attr:`~miniobserv.agent.logtail.Chunk.batch_id`),
-so a chunk re-read after a restart keeps its id and the server stores it once (a 409, the same
-id with other read times, counts as stored), through its own bounded queue and sender thread (the same discipline as metrics: backoff,
+so a chunk re-read after a restart keeps its id and the server stores it once. The tailer
+saves each chunk as in flight (its byte ranges and read time) before it is queued, and after a
+restart re-reads exactly those chunks first, byte-identical, so the server acknowledges them
+as repeats even when the files grew meanwhile (a 409, the same id with other content, still
+counts as stored: the fallback when a file changed under a chunk in flight). Chunks go through
+their own bounded queue and sender thread (the same discipline as metrics: backoff,
 retries without end, a bounded drain). The tailer's read position is committed, in poll order,
 only once the server acknowledged the batch (2xx) or refused it for good. A chunk refused with
 413 or 400 is split in halves and re-sent, down to single lines: only a line refused on its own
@@ -98,7 +102,7 @@ class LogShipper:
                 break
             self._enqueue(chunk)
             queued += 1
-            if not is_full(chunk, self.MAX_LINES):
+            if not chunk.replayed and not is_full(chunk, self.MAX_LINES):
                 break
         return queued
 

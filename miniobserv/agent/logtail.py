@@ -40,14 +40,19 @@ At-least-once: :meth:`Tailer.poll` returns a :class:`Chunk` with the lines and a
 :class:`Checkpoint`; :meth:`Tailer.commit` saves that checkpoint (atomically, temp file and
 ``os.replace``) once the server acknowledged the batch. Checkpoints are cumulative: committing
 the newest covers the older ones, and committing an older one after a newer one is ignored.
-Lines that were polled but not committed are read again after a restart; the server's
-``batch_id`` dedup makes a retried batch count once. A chunk must not be dropped on the agent
+A chunk with lines is saved as in flight (its byte ranges, the read time of its lines
+without a timestamp) before ``poll`` returns it, and forgotten at its commit; after a restart
+the chunks in flight come first, re-read from exactly those ranges: the same entries under the
+same ``batch_id``, so the server's dedup acknowledges them as repeats even when the files grew
+meanwhile. When a file changed under a chunk in flight (gone, truncated, other first bytes),
+that chunk and the later ones are given up (logged) and reading goes on from the committed
+positions, as without the record. A chunk must not be dropped on the agent
 side (a later commit would cover its lines): poll only when the send queue has room, the files
 themselves are the buffer::
 
     chunk = tailer.poll()                      # at most 1000 lines, about 1 MiB of text
     if chunk.lines:
-        batch = LogBatch(host, chunk.to_entries(host), batch_id=uuid.uuid4())
+        batch = LogBatch(host, chunk.to_entries(host), batch_id=chunk.batch_id)
         ...                                    # send; on 2xx, or a permanent 4xx:
         tailer.commit(chunk.checkpoint)        # in the order the chunks were polled
 """
@@ -55,6 +60,7 @@ themselves are the buffer::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import glob
 import hashlib
@@ -75,6 +81,8 @@ from miniobserv.agent.logstate import (
     STATE_FILE,
     FilePosition,
     Ident,
+    InFlight,
+    Range,
     load_state,
     save_state,
 )
@@ -117,22 +125,27 @@ class Checkpoint:
 class Chunk:
     """What one :meth:`Tailer.poll` read: at most ``max_lines`` lines and their checkpoint.
 
-    ``ranges`` names what was read: per file ``(st_dev, st_ino, fingerprint, start, end)``
-    (``end`` -1: read to its end and closed). The same bytes polled again after a restart
-    give the same ranges, hence the same :attr:`batch_id`.
+    ``ranges`` names what was read, in reading order: per file ``(st_dev, st_ino,
+    fingerprint, start, end)`` (``end`` -1: read to its end and closed). The same bytes
+    polled again after a restart give the same ranges, hence the same :attr:`batch_id`.
+    ``replayed``: the chunk was in flight when the agent last stopped and was re-read from
+    its saved ranges (see :class:`~miniobserv.agent.logstate.InFlight`).
     """
 
     lines: tuple[LogLine, ...]
     checkpoint: Checkpoint
-    ranges: tuple[tuple[int, int, str, int, int], ...] = ()
+    ranges: tuple[Range, ...] = ()
+    replayed: bool = False
 
     def to_entries(self, host: str) -> list[LogEntry]:
         return [line.to_entry(host) for line in self.lines]
 
     @property
     def batch_id(self) -> uuid.UUID:
-        """A UUIDv5 of the host-independent ranges: a re-sent chunk keeps its id."""
-        text = ";".join(f"{d}:{i}:{fp}:{a}-{b}" for d, i, fp, a, b in self.ranges)
+        """A UUIDv5 of the host-independent ranges (open files by identity, then closed
+        ones): a re-sent chunk keeps its id."""
+        ordered = sorted(self.ranges, key=lambda r: (r[4] == -1, r[0], r[1]))
+        text = ";".join(f"{d}:{i}:{fp}:{a}-{b}" for d, i, fp, a, b in ordered)
         return uuid.uuid5(CHUNK_NAMESPACE, text)
 
 
@@ -161,6 +174,7 @@ class _File:
     draining: bool = False  # no longer at a matched path: read to the end, then close
     renamed: bool = False  # rotated to another matched path: older lines than the new file's
     truncated: bool = False  # shrank or changed under us: restart at 0 once flushed
+    limit: int | None = None  # re-reading a chunk in flight: read no further than this
     last_size: int = 0
     last_growth: float = 0.0
 
@@ -220,7 +234,11 @@ class Tailer:
         self._started = self._shut = False
         self._dirty = False
         Path(state_dir).mkdir(parents=True, exist_ok=True)
-        self._known_patterns, self._committed = load_state(self.state_path)
+        state = load_state(self.state_path)
+        self._known_patterns, self._committed = state.patterns, state.positions
+        self._pending = list(state.inflight)  # in flight at the last stop: re-read first
+        self._inflight: list[InFlight] = []  # polled by this run, not committed yet
+        self._closed_at: dict[Ident, int] = {}  # where files closed since the last poll ended
         self._polled: dict[Ident, FilePosition] = {}  # positions after the previous poll
         self._polled_closed: frozenset[Ident] = frozenset()
 
@@ -231,6 +249,11 @@ class Tailer:
 
         Reading stops once ``max_bytes`` of message text are reached, so a chunk may pass it by
         one entry (at most 64 KiB). Files that cannot be read are logged and skipped.
+
+        A chunk with lines is saved as in flight before it is returned, until its commit.
+        After a restart, the chunks in flight at the last stop come first, re-read from their
+        saved byte ranges with their saved read time (the same entries, the same
+        ``batch_id``), one per poll and whatever the budget, before anything new is read.
         """
         if max_lines < 1:
             raise ValueError("max_lines must be at least 1")
@@ -239,36 +262,118 @@ class Tailer:
                 raise RuntimeError("poll() on a closed Tailer")
             self._scan(startup=not self._started)
             self._started = True
+            replayed = self._replay() if self._pending else None
+            if replayed is not None:
+                return replayed
             budget, lines = _Budget(max_lines, max_bytes), list[LogLine]()
             read_time = self._now()
-            for f in self._reading_order():
+            order = self._reading_order()
+            for f in order:
                 if not budget.allows():
                     break
                 self._read_file(f, budget, lines, read_time)
-            if self._dirty:
-                self._save()
-            self._seq += 1
-            checkpoint = Checkpoint(self._seq, {i: f.position() for i, f in self._files.items()},
-                                    frozenset(self._closed))
-            ranges = self._ranges(checkpoint)
-            return Chunk(tuple(lines), checkpoint, ranges)
+            return self._chunk(lines, read_time, [f.ident for f in order])
 
-    def _ranges(self, checkpoint: Checkpoint) -> tuple[tuple[int, int, str, int, int], ...]:
-        """What this poll read, per file, since the previous poll (or the saved state)."""
+    def _chunk(self, lines: list[LogLine], read_time: datetime, order: list[Ident],
+               replayed: InFlight | None = None) -> Chunk:
+        """The chunk of this poll; one with lines is saved as in flight. A replayed chunk
+        keeps its saved ranges (a file's fingerprint may have grown since)."""
+        self._seq += 1
+        checkpoint = Checkpoint(self._seq, {i: f.position() for i, f in self._files.items()},
+                                frozenset(self._closed))
+        spans = self._spans(checkpoint, {ident: n for n, ident in enumerate(order)})
+        inflight = InFlight(tuple(s[:5] for s in spans), tuple(s[5] for s in spans),
+                            tuple(s[6] for s in spans), read_time.isoformat())
+        inflight = replayed or inflight
+        if lines or replayed:
+            self._inflight.append(dataclasses.replace(inflight, seq=self._seq))
+            self._dirty = True
+        if self._dirty:
+            self._save()
+        return Chunk(tuple(lines), checkpoint, inflight.ranges, replayed is not None)
+
+    def _spans(self, checkpoint: Checkpoint, order: Mapping[Ident, int],
+               ) -> list[tuple[int, int, str, int, int, int, int]]:
+        """What this poll read, per file, since the previous poll (or the saved state), in
+        reading order: each chunk range, its fingerprinted length and where reading ended."""
         before = self._polled or self._committed
-        ranges = []
+        spans = []
         for ident, pos in sorted(checkpoint.positions.items()):
             old = before.get(ident)
             start = old.offset if old is not None and old.fp == pos.fp else 0
             if start != pos.offset:
-                ranges.append((ident[0], ident[1], pos.fp, start, pos.offset))
+                spans.append((ident[0], ident[1], pos.fp, start, pos.offset, pos.fp_len,
+                              pos.offset))
         for ident in sorted(checkpoint.closed - set(self._polled_closed)):
             old = before.get(ident)
             if old is not None:
-                ranges.append((ident[0], ident[1], old.fp, old.offset, -1))
+                spans.append((ident[0], ident[1], old.fp, old.offset, -1, old.fp_len,
+                              self._closed_at.get(ident, old.offset)))
+        self._closed_at.clear()
         self._polled = dict(checkpoint.positions)
         self._polled_closed = frozenset(checkpoint.closed)
-        return tuple(ranges)
+        return sorted(spans, key=lambda s: order.get((s[0], s[1]), len(order)))
+
+    # --- chunks in flight at the last stop -------------------------------------------------
+
+    def _replay(self) -> Chunk | None:
+        """The oldest chunk in flight at the last stop, re-read; None when it cannot be (then
+        neither can the later ones: reading goes on from the positions reached)."""
+        pending = self._pending.pop(0)
+        files = self._replayable(pending)
+        try:
+            read_time = datetime.fromisoformat(pending.read_time)
+        except ValueError:
+            files = None
+        if files is None:
+            log.warning("cannot re-read %d log chunks in flight at the last stop (a file "
+                        "changed or is gone): reading on from the saved positions; lines "
+                        "the server stored before the stop may be stored again",
+                        len(self._pending) + 1)
+            self._pending.clear()
+            self._dirty = True
+            return None
+        log.info("re-sending a log chunk in flight at the last stop (%d left)",
+                 len(self._pending))
+        lines: list[LogLine] = []
+        for f, (*_, start, end), stop in zip(files, pending.ranges, pending.ends, strict=True):
+            self._guarded(f, self._reread, f, start, end, stop, lines, read_time)
+        return self._chunk(lines, read_time, [f.ident for f in files], replayed=pending)
+
+    def _replayable(self, pending: InFlight) -> list[_File] | None:
+        """The files of ``pending``, each still with its identity, its first bytes and its
+        bytes up to where the chunk ended, and not read past the chunk's start; else None."""
+        files = []
+        for (dev, ino, fp, start, _), head, stop in zip(pending.ranges, pending.heads,
+                                                       pending.ends, strict=True):
+            f = self._files.get((dev, ino))
+            if f is None or f.truncated or f.buf or f.entry or f.commit_pos > start:
+                return None
+            try:
+                if not _same_head(f.fd, head, fp) or os.fstat(f.fd).st_size < stop:
+                    return None
+            except OSError:
+                return None
+            files.append(f)
+        return files
+
+    def _reread(self, f: _File, start: int, end: int, stop: int, out: list[LogLine],
+                read_time: datetime) -> None:
+        """Read ``f`` from ``start`` to ``stop`` again and ship what the chunk shipped: the
+        entry held at ``stop`` was ended by the line there; a closed file closes again
+        unless it grew since (it is then read on as before)."""
+        budget = _Budget(1 << 62, 1 << 62)
+        f.done, f.limit = start, stop  # bytes before ``start`` gave no line: skipped
+        try:
+            self._read_lines(f, budget, out, read_time)
+        finally:
+            f.limit = None
+        if end == -1:
+            self._flush(f, out, read_time, budget)
+            if os.fstat(f.fd).st_size == stop:
+                self._close(f)
+        else:
+            self._emit_held(f, out, read_time, budget)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         """Save ``checkpoint`` as shipped: call it when the server acknowledged the batch
@@ -277,6 +382,7 @@ class Tailer:
             if checkpoint.seq <= self._committed_seq:
                 return
             self._committed_seq = checkpoint.seq
+            self._inflight = [c for c in self._inflight if c.seq > checkpoint.seq]
             for ident in checkpoint.closed:
                 self._committed.pop(ident, None)
                 self._closed.discard(ident)
@@ -567,7 +673,8 @@ class Tailer:
         budget is spent (False)."""
         while budget.allows():
             pos = f.read_pos
-            data = os.pread(f.fd, self.BLOCK, pos)
+            size = self.BLOCK if f.limit is None else min(self.BLOCK, f.limit - pos)
+            data = os.pread(f.fd, size, pos) if size > 0 else b""
             if not data:
                 return True
             f.last_growth = self._clock()
@@ -620,6 +727,7 @@ class Tailer:
             self._emit_held(f, out, read_time, budget)
 
     def _close(self, f: _File) -> None:
+        self._closed_at[f.ident] = f.read_pos
         with contextlib.suppress(OSError):
             os.close(f.fd)
         self._files.pop(f.ident, None)
@@ -630,7 +738,8 @@ class Tailer:
     def _save(self) -> None:
         """Write the committed positions atomically; a failure is logged and retried later."""
         try:
-            save_state(self.state_path, self.patterns, self._committed.values())
+            save_state(self.state_path, self.patterns, self._committed.values(),
+                       self._inflight + self._pending)
         except OSError as err:
             log.error("cannot save log positions to %s: %s", self.state_path, err)
             self._dirty = True

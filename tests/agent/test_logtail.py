@@ -553,8 +553,12 @@ def test_state_file_holds_committed_positions_only(logs: Path, state: Path, cloc
         start = json.loads((state / STATE_FILE).read_text())
         writer.lines(0, 4)
         chunk = t.poll()
-        assert json.loads((state / STATE_FILE).read_text()) == start
+        polled = json.loads((state / STATE_FILE).read_text())
+        assert polled["files"] == start["files"]  # positions wait for the commit
+        [inflight] = polled["inflight"]  # the chunk is saved as in flight before it is sent
+        assert inflight["ranges"] == [list(r) for r in chunk.ranges]
         t.commit(chunk.checkpoint)
+    assert json.loads((state / STATE_FILE).read_text())["inflight"] == []
     [saved] = json.loads((state / STATE_FILE).read_text())["files"]
     assert saved["offset"] == start["files"][0]["offset"] + 4 * len("line 00000\n")
     assert saved["path"] == str(logs / "app.log")

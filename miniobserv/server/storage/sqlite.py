@@ -2,7 +2,8 @@
 
 Times are INTEGER microseconds since the UTC epoch, so bucketing is exact integer arithmetic
 and answers match PostgreSQL's ``date_bin``. Each batch is one ``BEGIN IMMEDIATE``
-transaction. ``sum/avg/min/max/count`` and ``last`` run in SQL; percentiles are computed in
+transaction, committed with ``synchronous=FULL`` so that a 202 means the batch is on disk.
+``sum/avg/min/max/count`` and ``last`` run in SQL; percentiles are computed in
 Python exactly as PostgreSQL's ``percentile_cont`` does. Connections come from a small
 per-process pool (one thread uses a connection at a time), so request threads that come and
 go do not leak connections.
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 5.0  # a writer waits this long for another process's transaction
 PROGRESS_STEPS = 10_000  # virtual-machine steps between two looks at a read's deadline
 MAX_IDLE_CONNECTIONS = 8
+# FULL: in WAL mode each COMMIT fsyncs the WAL, so a batch answered 202 survives a power loss
+# (NORMAL syncs only at checkpoints: the last commits could vanish). Cost: BENCHMARKS.md.
+SYNCHRONOUS = "FULL"
 
 # The allowlist of aggregate SQL, keyed by base.AGGREGATES; None: computed in Python.
 AGGREGATE_SQL: Mapping[str, str | None] = {
@@ -168,7 +172,7 @@ class SQLiteDatabase:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
         try:
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL-safe
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")  # a constant
             if not self._wal:
                 with self._lock:
                     self._wal = self._wal or enable_wal(conn)

@@ -47,7 +47,7 @@ def test_connections_opened_by_writers_in_threads_are_full(
         sqlite_repos: SQLiteRepositories) -> None:
     """Writes through each repository, from several threads, then every pooled connection."""
     at = datetime(2026, 6, 1, tzinfo=UTC)
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def write(index: int) -> None:
         try:
@@ -55,7 +55,7 @@ def test_connections_opened_by_writers_in_threads_are_full(
             sqlite_repos.metrics.insert_batch(MetricBatch(host, [
                 Metric(at, host, "cpu.usage_pct", float(index), {"core": "total"})]))
             sqlite_repos.logs.insert_batch(LogBatch(host, [LogEntry(at, host, "info", "x")]))
-        except BaseException as err:  # reported by the main thread
+        except Exception as err:  # noqa: BLE001 - reported by the main thread
             errors.append(err)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(HELD)]

@@ -248,7 +248,7 @@ class SQLiteDatabase:
 
 
 def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,
-                 statement: str, rows: Sequence[Sequence[Any]],
+                 statement: str, rows: Iterable[Sequence[Any]],
                  series: Mapping[SeriesKey, int] | None = None) -> None:
     """Store one batch in one transaction: the claim, the limits, the rows, ``last_seen``.
 

@@ -15,7 +15,7 @@ batches) and times, over HTTP with a read token, the dashboard's query (1 h, 1m 
 label core:total) and a 24 h 5m p95 query of that host (raw table; median of
 ``--query-runs``). At the end of each store the rows in ``metrics`` are counted against the
 points the server acknowledged. PostgreSQL runs with its default settings (fsync and
-synchronous_commit on); SQLite as the server opens it (WAL, synchronous=NORMAL).
+synchronous_commit on); SQLite as the server opens it (WAL, synchronous=FULL).
 
     python benchmarks/ingest.py [--stores sqlite,postgres,timescaledb] [--workers 4]
                                 [--clients 1,4,16] [--sizes 60,1000] [--seconds 20]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -412,6 +413,8 @@ class _OutboxRow:
     status: str = "pending"
     created_at: datetime = EPOCH
     error: str | None = None
+    claimed_by: str | None = None
+    claimed_until: float = 0.0  # time.time() when the lease ends
 
 
 class FakeFleet:
@@ -470,14 +473,27 @@ class FakeFleet:
         self._check_up()
         return [row.item for row in self.outbox if row.status == "pending"][:limit]
 
-    def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
-                            retry_at: datetime | None = None, error: str | None = None) -> None:
+    def claim_notification(self, item_id: int, claim: str, lease_s: float) -> bool:
         self._check_up()
         row = self.outbox[item_id - 1]
+        if row.status != "pending" or (row.claimed_by and row.claimed_until > time.time()):
+            return False
+        row.claimed_by, row.claimed_until = claim, time.time() + lease_s
+        return True
+
+    def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
+                            retry_at: datetime | None = None, error: str | None = None,
+                            claim: str | None = None) -> bool:
+        self._check_up()
+        row = self.outbox[item_id - 1]
+        if claim is not None and row.claimed_by != claim:
+            return False
+        row.claimed_by, row.claimed_until = None, 0.0
         row.status = outbox_status(delivered, retry_at)
         row.error = error
         row.item = replace(row.item, attempts=row.item.attempts + 1,
                            next_attempt_at=retry_at or row.item.next_attempt_at)
+        return True
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
                        outbox_before: datetime, *,

@@ -7,6 +7,14 @@ retried after ``RETRY_DELAYS_S``; after the last one the item is given up and lo
 error. Each POST is bounded by the server's ``REQUEST_TIMEOUT`` (see :func:`json_poster`).
 The URLs are credentials for Slack and Discord: they are never logged.
 
+Each item is claimed before its POST (``FleetRepository.claim_notification``: one atomic
+UPDATE setting a lease of :func:`claim_lease`) and its attempt recorded under that claim. So
+two processes that both think they lead (a handover: the old leader lost its lock but is
+still in its loop) never POST the same item, and an item another process holds holds back
+its channel. A claimer that dies between its claim and the record leaves the item to the
+next leader once the lease ends: delivery is at least once, and twice only when the claimer
+died after the receiver got the POST and before the record committed (RELIABILITY.md).
+
 Host names and label values come from whoever holds an ingest token, and Slack and Discord
 read the text as markup: a host named ``<!channel>`` would ping a whole channel. So each
 channel's text escapes them for its own markup (:func:`slack_escape`, :func:`discord_escape`),
@@ -17,7 +25,10 @@ JSON, not markup: it carries the values as they are.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0  # ServerConfig's REQUEST_TIMEOUT default
 RETRY_DELAYS_S: tuple[float, ...] = (2.0, 10.0, 30.0, 120.0)  # then the item is given up
+LEASE_PER_TIMEOUT = 3  # a claim's lease, in REQUEST_TIMEOUTs (a POST takes at most ~1-2)
 TITLES = {"firing": "FIRING", "resolved": "RESOLVED", "host.down": "HOST DOWN",
           "host.recovered": "HOST RECOVERED"}
 
@@ -106,14 +118,32 @@ def json_poster(timeout_s: float) -> Post:
     return post
 
 
+def claim_lease(timeout_s: float) -> float:
+    """The lease of a claim, in seconds, for POSTs bounded by ``timeout_s``.
+
+    ``timeout_s`` bounds connecting and each wait for the answer, so a POST takes about one
+    or two of them; three leave room for the record's commit. A POST that outlives its lease
+    (a receiver trickling its answer) may be sent again by the next claimer.
+    """
+    return LEASE_PER_TIMEOUT * timeout_s
+
+
+def claimer_token() -> str:
+    """This process's claim token: host, pid and a random part (a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
 class Deliverer:
     """Sends what the outbox holds to the configured channels."""
 
     def __init__(self, fleet: FleetRepository, channels: Sequence[Notification],
-                 post: Post = post_json) -> None:
+                 post: Post = post_json, *, lease_s: float = claim_lease(DEFAULT_TIMEOUT_S),
+                 ) -> None:
         self._fleet = fleet
         self._channels = {channel.key: channel for channel in channels}
         self._post = post
+        self.lease_s = lease_s
+        self.claim = claimer_token()
 
     def deliver_due(self, now: datetime, stopping: Callable[[], bool] = lambda: False) -> int:
         """Attempt every due item whose channel is not held back; the number delivered.
@@ -128,7 +158,8 @@ class Deliverer:
                 break
             if item.channel in held:
                 continue
-            if item.next_attempt_at > now:
+            if item.next_attempt_at > now or not self._fleet.claim_notification(
+                    item.id, self.claim, self.lease_s):  # not due, or another's to deliver
                 held.add(item.channel)
                 continue
             if self._attempt(item, now):
@@ -143,11 +174,12 @@ class Deliverer:
             log.warning("alerting: dropping a %s event for a channel no longer configured",
                         item.payload.get("event"))
             self._fleet.finish_notification(item.id, now, delivered=False,
-                                            error="channel no longer configured")
+                                            error="channel no longer configured",
+                                            claim=self.claim)
             return True
         error = self._send(channel, item.payload)
         if error is None:
-            self._fleet.finish_notification(item.id, now, delivered=True)
+            self._fleet.finish_notification(item.id, now, delivered=True, claim=self.claim)
             return True
         retry_at = retry_time(item.attempts, now)
         if retry_at is None:
@@ -157,7 +189,7 @@ class Deliverer:
             log.warning("alerting: %s channel failed (%s); retrying at %s", channel.type,
                         error, retry_at.isoformat())
         self._fleet.finish_notification(item.id, now, delivered=False, retry_at=retry_at,
-                                        error=error)
+                                        error=error, claim=self.claim)
         return False
 
     def _send(self, channel: Notification, payload: Mapping[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from miniobserv.config import ServerConfig
 from miniobserv.server.alerting.evaluate import run_cycle
-from miniobserv.server.alerting.notify import Deliverer, Post, json_poster
+from miniobserv.server.alerting.notify import Deliverer, Post, claim_lease, json_poster
 from miniobserv.server.storage.base import LeaderLock, Repositories, StorageError
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ class AlertingService:
         self.config = config
         self.repos = repos
         self.clock = clock
-        post = post or json_poster(config.request_timeout.total_seconds())
-        self.deliverer = Deliverer(repos.fleet, config.alert_notifications, post)
+        timeout_s = config.request_timeout.total_seconds()
+        self.deliverer = Deliverer(repos.fleet, config.alert_notifications,
+                                   post or json_poster(timeout_s),
+                                   lease_s=claim_lease(timeout_s))
         self.lock: LeaderLock = repos.fleet.leader_lock()
         self.leading = threading.Event()
         self._stop = threading.Event()
@@ -122,7 +124,9 @@ class AlertingService:
         with self.repos.unbounded_statements():
             self._guarded("retention", self._retention)
 
-    def _should_stop_retention(self) -> bool:
+    def _should_stop_work(self) -> bool:
+        """Between two chunks or two deliveries: stopping, or no longer the leader (a former
+        leader's claimed, in-flight item stays its own; the rest is the new leader's)."""
         return self._stop.is_set() or not self.leading.is_set()
 
     def _retention(self) -> None:
@@ -137,7 +141,7 @@ class AlertingService:
         deleted = self.repos.fleet.delete_expired(now - self.config.metrics_retention,
                                                   now - self.config.logs_retention,
                                                   now - OUTBOX_KEPT,
-                                                  should_stop=self._should_stop_retention)
+                                                  should_stop=self._should_stop_work)
         if deleted:
             log.info("retention: deleted %d expired rows", deleted)
 
@@ -147,7 +151,7 @@ class AlertingService:
             self._wake.clear()
             if self.leading.is_set() and not self._stop.is_set():
                 self._guarded("delivery", lambda: self.deliverer.deliver_due(
-                    self.clock(), self._stop.is_set))
+                    self.clock(), self._should_stop_work))
 
     def _guarded(self, what: str, work: Callable[[], object]) -> None:
         """Run ``work``; a store outage or bug is logged and the loop goes on."""

@@ -414,9 +414,18 @@ class FleetRepository(Protocol):
         """Undelivered items, oldest first (due or not: a channel's order is kept)."""
         ...
 
+    def claim_notification(self, item_id: int, claim: str, lease_s: float) -> bool:
+        """Take a pending item for ``lease_s`` seconds under the token ``claim``; True when
+        taken. False when it is no longer pending or another claim's lease has not ended:
+        then someone else is delivering it. One atomic statement."""
+        ...
+
     def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
-                            retry_at: datetime | None = None, error: str | None = None) -> None:
-        """Record an attempt: delivered, to retry at ``retry_at``, or given up (neither)."""
+                            retry_at: datetime | None = None, error: str | None = None,
+                            claim: str | None = None) -> bool:
+        """Record an attempt: delivered, to retry at ``retry_at``, or given up (neither),
+        and release the claim. With ``claim``, only while that claim still holds the item
+        (False otherwise: its lease ended and another claimer took it)."""
         ...
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,

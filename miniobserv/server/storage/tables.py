@@ -137,6 +137,9 @@ notification_outbox = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp, nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
+    # The delivery lease (revision 0008): who is POSTing this row, and until when.
+    sa.Column("claimed_by", sa.Text(), nullable=True),
+    sa.Column("claimed_until", Timestamp, nullable=True),
     sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
     sa.Index(None, "status", "id"),
 )

@@ -112,8 +112,10 @@ class Ingest:
 
 def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
                statement: str, rows: Iterable[Sequence[Any]],
-               series: Mapping[SeriesKey, int] | None = None) -> None:
+               series: Mapping[SeriesKey, int] | None = None, first: str | None = None) -> None:
     """Store one batch in one transaction: the claim, the limits, the COPY, ``last_seen``.
+
+    ``first`` (a constant statement) runs before anything else in the transaction.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
     the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys (metrics
@@ -124,6 +126,8 @@ def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
     """
     now = datetime.now(UTC)
     with translate_errors(), ingest.pool.connection() as conn, conn.transaction():
+        if first is not None:
+            conn.execute(first)
         if claim is not None and not _claim(conn, claim, now):
             return  # stored before: nothing more to do
         admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,

@@ -57,9 +57,19 @@ _UPSERT_HOST = """INSERT INTO host_states (host, down, since) VALUES (%s, %s, %s
     ON CONFLICT (host) DO UPDATE SET down = excluded.down, since = excluded.since"""
 _QUEUE = """INSERT INTO notification_outbox (channel, payload, status, next_attempt_at,
     created_at) VALUES (%s, %s, 'pending', %s, %s)"""
+# A claim is one conditional UPDATE: of two servers claiming a row at once, the second waits
+# for the first's row lock, re-reads the row and finds the lease taken (READ COMMITTED).
+# The lease runs on the database's clock, so servers' clocks never need to agree.
+_CLAIM = """UPDATE notification_outbox SET claimed_by = %s,
+        claimed_until = clock_timestamp() + make_interval(secs => %s)
+    WHERE id = %s AND status = 'pending'
+        AND (claimed_until IS NULL OR claimed_until <= clock_timestamp())"""
+# With a claim, only while this claimer still holds the row (a lease that ran out and was
+# taken over is the new claimer's to record); without one (tools, tests), unconditionally.
 _FINISH = """UPDATE notification_outbox SET attempts = attempts + 1, status = %s,
-    next_attempt_at = coalesce(%s, next_attempt_at), finished_at = %s, last_error = %s
-    WHERE id = %s"""
+    next_attempt_at = coalesce(%s, next_attempt_at), finished_at = %s, last_error = %s,
+    claimed_by = NULL, claimed_until = NULL
+    WHERE id = %s AND claimed_by IS NOT DISTINCT FROM coalesce(%s, claimed_by)"""
 
 
 class PostgresFleet:
@@ -131,12 +141,18 @@ class PostgresFleet:
         return [OutboxItem(item_id, channel, json.loads(payload), attempts, due.astimezone(UTC))
                 for item_id, channel, payload, attempts, due in rows]
 
+    def claim_notification(self, item_id: int, claim: str, lease_s: float) -> bool:
+        with translate_errors(), self._pool.connection() as conn:
+            return conn.execute(_CLAIM, (claim, lease_s, item_id)).rowcount == 1
+
     def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
-                            retry_at: datetime | None = None, error: str | None = None) -> None:
+                            retry_at: datetime | None = None, error: str | None = None,
+                            claim: str | None = None) -> bool:
         status = outbox_status(delivered, retry_at)
         finished = None if status == "pending" else now
         with translate_errors(), self._pool.connection() as conn:
-            conn.execute(_FINISH, (status, retry_at, finished, error, item_id))
+            return conn.execute(_FINISH, (status, retry_at, finished, error, item_id,
+                                          claim)).rowcount == 1
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
                        outbox_before: datetime, *,

@@ -6,19 +6,47 @@ with the digest of the entries: a reused id with other content is a BatchConflic
 Search is ``lower(message) LIKE lower(pattern)`` with ``\\``, ``%`` and ``_`` escaped, the
 expression that migration 0002's GIN trigram index serves; ``lower()`` folds case by the
 database's ``LC_CTYPE`` (ASCII only under the C locale).
+
+Paging never skips an entry. Ids come from the sequence during COPY, but batches commit in
+any order, so the newest committed id may lie above an id still in flight; a walk (or a
+client polling for lines newer than the newest it saw) that passed that id would never see
+it. So a first page answers only ids below a horizon under which every id is final
+(committed or rolled back): each batch's transaction first takes a shared advisory lock
+(writers never wait for each other), and a first page reads the sequence's last value, then
+the transactions holding that lock at that moment, and waits until those have ended (those
+that begin later take ids above it). Later pages (``cursor``) are below the horizon already.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
+import psycopg
+
 from miniobserv.model import LogBatch
-from miniobserv.server.storage.base import LogPage, LogQuery, LogRecord, labels_text, log_page
+from miniobserv.server.storage.base import (
+    LogPage,
+    LogQuery,
+    LogRecord,
+    StorageUnavailable,
+    labels_text,
+    log_page,
+)
 from miniobserv.server.storage.claims import logs_claim
 from miniobserv.server.storage.postgres.db import Ingest, copy_batch, translate_errors
 
 _COPY_LOGS = "COPY logs (time, host, level, message, path, labels) FROM STDIN"
+WRITERS_LOCK_CLASS = 0x6D6F6C67  # "molg": pg_advisory_xact_lock_shared(class, 0) per batch
+_WRITING = f"SELECT pg_advisory_xact_lock_shared({WRITERS_LOCK_CLASS}, 0)"  # constants
+_LAST_ID = "SELECT pg_sequence_last_value(pg_get_serial_sequence('logs', 'id')::regclass)"
+_WRITERS = f"""SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory'
+    AND classid = {WRITERS_LOCK_CLASS} AND objid = 0 AND objsubid = 2 AND granted"""
+_STILL_WRITING = _WRITERS + " AND virtualtransaction = ANY(%s) LIMIT 1"
+HORIZON_WAIT_S = 10.0  # longer than any batch's transaction; then the read answers 503
+HORIZON_POLL_S = 0.002
 _SELECT = "SELECT id, time, host, level, message, path, labels FROM logs"
 # The only SQL a query is built from, one fragment per filter.
 _FILTERS = {
@@ -51,15 +79,38 @@ class PostgresLogs:
         """
         rows = ((e.time, e.host, e.level, e.message, e.path, labels_text(e.labels))
                 for e in batch.entries)
-        copy_batch(self._ingest, logs_claim(batch), batch.host, _COPY_LOGS, rows)
+        copy_batch(self._ingest, logs_claim(batch), batch.host, _COPY_LOGS, rows,
+                   first=_WRITING)
         return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:
-        """Newest first by id, at most ``query.limit`` entries; see LogsRepository.query."""
-        statement, params = build_query(query)
+        """Newest first by id, at most ``query.limit`` entries; see LogsRepository.query.
+
+        A first page answers only ids under :func:`final_horizon`.
+        """
         with translate_errors(), self._pool.connection() as conn:
+            if query.cursor is None:
+                query = replace(query, cursor=final_horizon(conn))
+            statement, params = build_query(query)
             rows = conn.execute(statement, params).fetchall()
         return log_page(map(_record, rows), query)
+
+
+def final_horizon(conn: psycopg.Connection[Any]) -> int:
+    """An id under which every id is final: nothing below it can still commit.
+
+    The sequence's last value first, then the batches writing at that moment, waited for;
+    raises StorageUnavailable if they take longer than HORIZON_WAIT_S.
+    """
+    row = conn.execute(_LAST_ID).fetchone()
+    last = 0 if row is None or row[0] is None else int(row[0])
+    writing = [r[0] for r in conn.execute(_WRITERS).fetchall()]
+    deadline = time.monotonic() + HORIZON_WAIT_S
+    while writing and conn.execute(_STILL_WRITING, (writing,)).fetchone() is not None:
+        if time.monotonic() > deadline:
+            raise StorageUnavailable("log batches still being written")
+        time.sleep(HORIZON_POLL_S)
+    return last + 1
 
 
 def build_query(query: LogQuery) -> tuple[str, dict[str, Any]]:

@@ -1,6 +1,8 @@
 """SQLite plumbing: pooled connections in WAL mode, one ``BEGIN IMMEDIATE`` per batch.
 
-Times are INTEGER microseconds since the UTC epoch. Connections come from a small
+Times are INTEGER microseconds since the UTC epoch. Each batch is one ``BEGIN IMMEDIATE``
+transaction, committed with ``synchronous=FULL`` so that a 202 means the batch is on disk.
+Connections come from a small
 per-process pool (one thread uses a connection at a time), so request threads that come and
 go do not leak connections. Reads are cut after ``REQUEST_TIMEOUT`` by a progress handler.
 """
@@ -13,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 5.0  # a writer waits this long for another process's transaction
 PROGRESS_STEPS = 10_000  # virtual-machine steps between two looks at a read's deadline
 MAX_IDLE_CONNECTIONS = 8
+# FULL: in WAL mode each COMMIT fsyncs the WAL, so a batch answered 202 survives a power loss
+# (NORMAL syncs only at checkpoints: the last commits could vanish). Cost: BENCHMARKS.md.
+SYNCHRONOUS = "FULL"
 
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (?, ?, ?, ?) ON CONFLICT (batch_id, kind) DO NOTHING"""
@@ -121,7 +126,7 @@ class SQLiteDatabase:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
         try:
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL-safe
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")  # a constant
             if not self._wal:
                 with self._lock:
                     self._wal = self._wal or enable_wal(conn)
@@ -197,7 +202,7 @@ class SQLiteDatabase:
 
 
 def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,
-                 statement: str, rows: Sequence[Sequence[Any]],
+                 statement: str, rows: Iterable[Sequence[Any]],
                  series: Mapping[SeriesKey, int] | None = None) -> None:
     """Store one batch in one transaction: the claim, the limits, the rows, ``last_seen``.
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -52,9 +53,14 @@ _UPSERT_HOST = """INSERT INTO host_states (host, down, since) VALUES (?, ?, ?)
     ON CONFLICT (host) DO UPDATE SET down = excluded.down, since = excluded.since"""
 _QUEUE = """INSERT INTO notification_outbox (channel, payload, status, next_attempt_at,
     created_at) VALUES (?, ?, 'pending', ?, ?)"""
+# The claim and the finish of postgres_fleet, under BEGIN IMMEDIATE (one writer at a time);
+# the lease runs on this machine's clock, the only one that opens the file.
+_CLAIM = """UPDATE notification_outbox SET claimed_by = ?, claimed_until = ?
+    WHERE id = ? AND status = 'pending' AND (claimed_until IS NULL OR claimed_until <= ?)"""
 _FINISH = """UPDATE notification_outbox SET attempts = attempts + 1, status = ?,
-    next_attempt_at = coalesce(?, next_attempt_at), finished_at = ?, last_error = ?
-    WHERE id = ?"""
+    next_attempt_at = coalesce(?, next_attempt_at), finished_at = ?, last_error = ?,
+    claimed_by = NULL, claimed_until = NULL
+    WHERE id = ? AND claimed_by IS coalesce(?, claimed_by)"""
 
 
 def _micros(time: datetime | None) -> int | None:
@@ -131,12 +137,20 @@ class SQLiteFleet:
         return [OutboxItem(item_id, channel, json.loads(payload), attempts, from_micros(due))
                 for item_id, channel, payload, attempts, due in rows]
 
+    def claim_notification(self, item_id: int, claim: str, lease_s: float) -> bool:
+        now = time.time_ns() // 1000
+        with self._db.write() as conn:
+            return conn.execute(_CLAIM, (claim, now + round(lease_s * 1e6), item_id,
+                                         now)).rowcount == 1
+
     def finish_notification(self, item_id: int, now: datetime, *, delivered: bool,
-                            retry_at: datetime | None = None, error: str | None = None) -> None:
+                            retry_at: datetime | None = None, error: str | None = None,
+                            claim: str | None = None) -> bool:
         status = outbox_status(delivered, retry_at)
         finished = None if status == "pending" else to_micros(now)
         with self._db.write() as conn:
-            conn.execute(_FINISH, (status, _micros(retry_at), finished, error, item_id))
+            return conn.execute(_FINISH, (status, _micros(retry_at), finished, error, item_id,
+                                          claim)).rowcount == 1
 
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
                        outbox_before: datetime, *,

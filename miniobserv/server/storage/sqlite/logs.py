@@ -37,8 +37,8 @@ class SQLiteLogs:
 
     def insert_batch(self, batch: LogBatch) -> int:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
-        rows = [(to_micros(e.time), e.host, e.level, e.message, e.path, labels_text(e.labels))
-                for e in batch.entries]
+        rows = ((to_micros(e.time), e.host, e.level, e.message, e.path, labels_text(e.labels))
+                for e in batch.entries)  # read inside the transaction, as PostgreSQL's COPY
         insert_batch(self._db, logs_claim(batch), batch.host, _INSERT, rows)
         return len(batch.entries)
 

@@ -12,18 +12,21 @@ tells for each batch whether it is stored once (``POINTS``), partly, twice or no
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import requests
 
 from miniobserv.agent.sender import Sender
+from miniobserv.agent.spool import SPOOL_FILE
 from miniobserv.model import Metric, MetricBatch, format_time
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET
@@ -170,6 +173,59 @@ class OneShotPoster(threading.Thread):
             if response.status_code == 202:
                 self.acknowledged.append(batch.batch_id)
         session.close()
+
+
+class Load:
+    """``count`` BatchSenders (hosts ``<label>-0`` …), started at once; keyword arguments
+    go to each. :meth:`finish` stops making batches and waits for the ones held."""
+
+    def __init__(self, server_url: str, label: str, count: int = 4, liveness_s: float = 90.0,
+                 **kwargs: Any) -> None:
+        self.stop = threading.Event()
+        self.liveness_s = liveness_s
+        base = base_time()
+        self.senders = [BatchSender(server_url, f"{label}-{i}", base, self.stop, **kwargs)
+                        for i in range(count)]
+        for sender in self.senders:
+            sender.start()
+
+    def delivered_after(self, at: float, count: int = 3) -> bool:
+        """Each sender had ``count`` answers 2xx after ``at`` (time.monotonic())."""
+        return all(sender.acknowledged_since(at) >= count for sender in self.senders)
+
+    def wait_delivered(self, at: float = 0.0, count: int = 3) -> bool:
+        return wait_until(lambda: self.delivered_after(at, count), self.liveness_s)
+
+    def finish(self) -> None:
+        """Stop making batches; each sender delivers the one it holds, then ends."""
+        self.stop.set()
+        for sender in self.senders:
+            sender.join(self.liveness_s)
+        self.abort()
+        assert not any(sender.is_alive() for sender in self.senders), "a sender never delivered"
+
+    def abort(self) -> None:
+        self.stop.set()
+        for sender in self.senders:
+            sender.abort()
+        for sender in self.senders:
+            sender.join(15)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return [a for sender in self.senders for a in sender.attempts]
+
+
+def spool_rows(spool_dir: Path) -> int:
+    """Batches waiting in an agent's spool (``<SPOOL_DIR>/spool.sqlite3``), read-only."""
+    path = spool_dir / SPOOL_FILE
+    if not path.exists():
+        return 0
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
 
 
 def read_headers() -> dict[str, str]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 
 import psycopg
 import pytest
@@ -34,6 +33,7 @@ from miniobserv.server.api.errors import STORAGE_RETRY_AFTER_S
 from tests.conftest import ThrowawayCluster, find_pg_bindir, with_database
 from tests.integration.faultkit import (
     BatchSender,
+    Load,
     OneShotPoster,
     Tally,
     base_time,
@@ -104,32 +104,6 @@ class ReadyProbe(threading.Thread):
         return [(status, retry) for at, status, retry in self.seen if start <= at <= end]
 
 
-def start_senders(url: str, label: str, stop: threading.Event) -> list[BatchSender]:
-    base: datetime = base_time()
-    senders = [BatchSender(url, f"outage-{label}-{i}", base, stop,
-                           timeout=REQUEST_TIMEOUT_S + CLIENT_MARGIN_S)
-               for i in range(SENDERS)]
-    for sender in senders:
-        sender.start()
-    return senders
-
-
-def finish(senders: list[BatchSender], stop: threading.Event) -> None:
-    """Stop making batches; each sender delivers the one it holds, then ends."""
-    stop.set()
-    for sender in senders:
-        sender.join(LIVENESS_S)
-    for sender in senders:
-        if sender.is_alive():
-            sender.abort()
-            sender.join(15)
-    assert not any(sender.is_alive() for sender in senders), "a sender never delivered"
-
-
-def delivered_after(senders: list[BatchSender], at: float, count: int = 3) -> bool:
-    return all(sender.acknowledged_since(at) >= count for sender in senders)
-
-
 def report(label: str, senders: list[BatchSender], counted: Tally, outage: tuple[float, float],
            ready_down: list[tuple[int | None, str | None]]) -> None:
     attempts = [a for s in senders for a in s.attempts]
@@ -187,18 +161,19 @@ def test_postgres_stopped_under_load_then_started(
         cluster: tuple[ThrowawayCluster, str], database: str, mode: str) -> None:
     own, _ = cluster
     server = start_server(database)
-    stop = threading.Event()
     probe = ReadyProbe(server.url)
     posters = [OneShotPoster(server.url, f"outage-{mode}-oneshot-{i}", base_time(),
                              timeout=REQUEST_TIMEOUT_S + CLIENT_MARGIN_S) for i in range(3)]
-    senders: list[BatchSender] = []
+    load: Load | None = None
     try:
         server.wait_ready()
         probe.start()
         for poster in posters:
             poster.start()
-        senders = start_senders(server.url, mode, stop)
-        assert wait_until(lambda: delivered_after(senders, 0.0, 15), LIVENESS_S)
+        load = Load(server.url, f"outage-{mode}", SENDERS, LIVENESS_S,
+                    timeout=REQUEST_TIMEOUT_S + CLIENT_MARGIN_S)
+        senders = load.senders
+        assert load.wait_delivered(count=15)
         down_at = time.monotonic()
         own.stop_server(mode)
         try:
@@ -208,10 +183,9 @@ def test_postgres_stopped_under_load_then_started(
         finally:
             up_at = time.monotonic()
             own.start_server()
-        assert wait_until(lambda: delivered_after(senders, up_at), LIVENESS_S), \
-            [s.acknowledged_since(up_at) for s in senders]
+        assert load.wait_delivered(up_at), [s.acknowledged_since(up_at) for s in senders]
         assert wait_until(lambda: status_of(server.url + "/readyz")[0] == 200, LIVENESS_S)
-        finish(senders, stop)
+        load.finish()
         for thread in (probe, *posters):
             thread.done.set()
             thread.join(REQUEST_TIMEOUT_S + CLIENT_MARGIN_S + 1)
@@ -225,12 +199,11 @@ def test_postgres_stopped_under_load_then_started(
         assert all(ready in ((503, RETRY_AFTER), (200, None)) for ready in ready_down), \
             ready_down  # 200 only in the instant before the stop was noticed
     finally:
-        stop.set()
         probe.done.set()
         for poster in posters:
             poster.done.set()
-        for sender in senders:
-            sender.abort()
+        if load is not None:
+            load.abort()
         assert server.terminate() == 0, server.output[-3000:]
 
 
@@ -239,8 +212,7 @@ def test_server_started_while_postgres_is_down(
     own, _ = cluster
     own.stop_server("fast")
     server: Gunicorn | None = None
-    stop = threading.Event()
-    senders: list[BatchSender] = []
+    load: Load | None = None
     try:
         server = start_server(database)
         assert wait_until(lambda: status_of(server.url + "/readyz")[0] == 503, LIVENESS_S), \
@@ -248,7 +220,9 @@ def test_server_started_while_postgres_is_down(
         assert status_of(server.url + "/readyz") == (503, RETRY_AFTER)
         assert status_of(server.url + "/healthz") == (200, None)
         down_at = time.monotonic()
-        senders = start_senders(server.url, "startdown", stop)
+        load = Load(server.url, "outage-startdown", SENDERS, LIVENESS_S,
+                    timeout=REQUEST_TIMEOUT_S + CLIENT_MARGIN_S)
+        senders = load.senders
         assert wait_until(lambda: all(any(a.status == 503 for a in s.attempts)
                                       for s in senders), LIVENESS_S)
         time.sleep(max(0.0, down_at + OUTAGE_S - time.monotonic()))
@@ -259,15 +233,14 @@ def test_server_started_while_postgres_is_down(
         own.start_server()
     try:
         assert wait_until(lambda: status_of(server.url + "/readyz")[0] == 200, LIVENESS_S)
-        assert wait_until(lambda: delivered_after(senders, up_at), LIVENESS_S)
-        finish(senders, stop)
+        assert load.wait_delivered(up_at)
+        load.finish()
         counted = tally(server.url, database, senders)
         report("started with PostgreSQL down", senders, counted, (down_at, up_at), [])
         check(senders, counted, server)
         assert "migrations done" in server.output
         assert "Worker failed to boot" not in server.output
     finally:
-        stop.set()
-        for sender in senders:
-            sender.abort()
+        if load is not None:
+            load.abort()
         assert server.terminate() == 0, server.output[-3000:]

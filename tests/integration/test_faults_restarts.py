@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import signal
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,9 +32,11 @@ from tests.agent.helpers import SECRET, free_port
 from tests.integration.faultkit import (
     POINTS,
     BatchSender,
+    Load,
     base_time,
     make_batch,
     read_headers,
+    spool_rows,
     stored_counts,
     tally,
     wait_until,
@@ -101,26 +102,9 @@ def post(url: str, batch: Any, timeout: float = 60.0) -> int | str:
         return type(err).__name__
 
 
-def start_senders(url: str, label: str, stop: threading.Event) -> list[BatchSender]:
-    base = base_time()
-    senders = [BatchSender(url, f"{label}-{i}", base, stop) for i in range(SENDERS)]
-    for sender in senders:
-        sender.start()
-    return senders
-
-
-def finish(senders: list[BatchSender], stop: threading.Event) -> None:
-    stop.set()
-    for sender in senders:
-        sender.join(LIVENESS_S)
-    for sender in senders:
-        sender.abort()
-    assert not any(sender.is_alive() for sender in senders), "a sender never delivered"
-
-
-def check_senders(senders: list[BatchSender], url: str, database_url: str, label: str) -> None:
-    counted = tally(url, database_url, senders)
-    attempts = [a for s in senders for a in s.attempts]
+def check_senders(load: Load, url: str, database_url: str, label: str) -> None:
+    counted = tally(url, database_url, load.senders)
+    attempts = load.attempts
     refused = sorted({a.error for a in attempts if a.status is not None} - {None})
     print(f"\n[{label}] made {counted.made}, acknowledged {counted.acknowledged}, stored once "
           f"{counted.stored_once}, partial/repeated {len(counted.partial_or_repeated)}, lost "
@@ -136,9 +120,15 @@ def check_senders(senders: list[BatchSender], url: str, database_url: str, label
     assert counted.stored_once == counted.made
 
 
-def seed_host(url: str, host: str, base: datetime) -> None:
-    """Store batch 0 of ``host`` so that it has its row in ``hosts``."""
-    assert post(url, make_batch(host, base, 0)) == 202
+def hold_under_load(server: Gunicorn, database_url: str, label: str,
+                    host: str) -> tuple[Load, HostLock, datetime]:
+    """Batch 0 of ``host`` stored (its ``hosts`` row exists); senders delivering; that row
+    locked, so the host's next batch will wait inside its transaction."""
+    base = base_time()
+    assert post(server.url, make_batch(host, base, 0)) == 202
+    load = Load(server.url, label, SENDERS, LIVENESS_S)
+    assert load.wait_delivered(count=10)
+    return load, HostLock(database_url, host), base
 
 
 def test_sigterm_to_the_master_during_ingest(fresh_postgres_url: str) -> None:
@@ -148,14 +138,10 @@ def test_sigterm_to_the_master_during_ingest(fresh_postgres_url: str) -> None:
     port = free_port()
     first = serve(fresh_postgres_url, port)
     second: Gunicorn | None = None
-    stop = threading.Event()
-    senders: list[BatchSender] = []
-    held_host, base = "sigterm-held", base_time()
+    load: Load | None = None
+    held_host = "sigterm-held"
     try:
-        seed_host(first.url, held_host, base)
-        senders = start_senders(first.url, "sigterm", stop)
-        assert wait_until(lambda: all(len(s.acknowledged) >= 10 for s in senders), LIVENESS_S)
-        lock = HostLock(fresh_postgres_url, held_host)
+        load, lock, base = hold_under_load(first, fresh_postgres_url, "sigterm", held_host)
         held: list[int | str] = []
         held_batch = make_batch(held_host, base, 1)
         thread = threading.Thread(target=lambda: held.append(post(first.url, held_batch)))
@@ -174,16 +160,14 @@ def test_sigterm_to_the_master_during_ingest(fresh_postgres_url: str) -> None:
         assert first.proc.wait(LIVENESS_S) == 0, first.output[-3000:]
         second = serve(fresh_postgres_url, port)
         restarted = time.monotonic()
-        assert wait_until(lambda: all(s.acknowledged_since(restarted) >= 3 for s in senders),
-                          LIVENESS_S)
-        finish(senders, stop)
+        assert load.wait_delivered(restarted)
+        load.finish()
         assert stored_counts(second.url, held_host, base, 2) == {0: POINTS, 1: POINTS}
-        check_senders(senders, second.url, fresh_postgres_url, "SIGTERM to the master")
+        check_senders(load, second.url, fresh_postgres_url, "SIGTERM to the master")
         assert "Traceback" not in first.output + second.output
     finally:
-        stop.set()
-        for sender in senders:
-            sender.abort()
+        if load is not None:
+            load.abort()
         first.terminate()
         if second is not None:
             assert second.terminate() == 0, second.output[-3000:]
@@ -202,14 +186,10 @@ def test_sigkill_of_a_worker_mid_batch(fresh_postgres_url: str) -> None:
     the batch is stored; the sender's retry (same batch_id) stores it once, whole."""
     port = free_port()
     server = serve(fresh_postgres_url, port)
-    stop = threading.Event()
-    senders: list[BatchSender] = []
-    victim_host, base = "sigkill-held", base_time()
+    load: Load | None = None
+    victim_host = "sigkill-held"
     try:
-        seed_host(server.url, victim_host, base)
-        senders = start_senders(server.url, "sigkill", stop)
-        assert wait_until(lambda: all(len(s.acknowledged) >= 10 for s in senders), LIVENESS_S)
-        lock = HostLock(fresh_postgres_url, victim_host)
+        load, lock, base = hold_under_load(server, fresh_postgres_url, "sigkill", victim_host)
         # The victim: an agent Sender (counting its attempts) sending batch 1 of the host.
         victim = BatchSender(server.url, victim_host, base, threading.Event())
         held = make_batch(victim_host, victim.base, 1)
@@ -234,28 +214,16 @@ def test_sigkill_of_a_worker_mid_batch(fresh_postgres_url: str) -> None:
         assert failed, "the killed worker's request was answered?"
         assert stored_counts(server.url, victim_host, victim.base, 2) == {0: POINTS, 1: POINTS}
         assert claims_of(fresh_postgres_url, held.batch_id) == 1
-        time.sleep(1.0)
-        finish(senders, stop)
-        check_senders(senders, server.url, fresh_postgres_url, "SIGKILL of a worker")
+        assert load.wait_delivered(time.monotonic())
+        load.finish()
+        check_senders(load, server.url, fresh_postgres_url, "SIGKILL of a worker")
         print(f"[SIGKILL of a worker] the held batch: attempts {len(victim.attempts)} "
               f"({[a.status or a.error for a in victim.attempts]}), stored once, whole")
         assert server.output.count("Booting worker") == 3  # the killed one was replaced
     finally:
-        stop.set()
-        for sender in senders:
-            sender.abort()
+        if load is not None:
+            load.abort()
         assert server.terminate() == 0, server.output[-3000:]
-
-
-def spool_rows(spool_dir: Path) -> int:
-    path = spool_dir / "spool.sqlite3"
-    if not path.exists():
-        return 0
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        try:
-            return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
 
 
 def point_counts(url: str, host: str, name: str, since: datetime,

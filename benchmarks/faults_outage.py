@@ -42,7 +42,6 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from miniobserv.model import format_time  # noqa: E402
 from tests.agent.helpers import free_port  # noqa: E402
 from tests.conftest import (  # noqa: E402
     ThrowawayCluster,
@@ -50,7 +49,7 @@ from tests.conftest import (  # noqa: E402
     has_timescaledb_files,
     with_database,
 )
-from tests.integration.faultkit import read_headers, spool_rows, status_of  # noqa: E402
+from tests.integration.faultkit import point_counts, spool_rows, status_of  # noqa: E402
 from tests.processes import CONFIG_ARGS, Gunicorn, LoggedProcess, start_agent  # noqa: E402
 
 HOST = "faults-bench"
@@ -67,19 +66,6 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def point_counts(url: str, since: datetime, name: str, label: str | None,
-                 bucket: str) -> dict[str, int]:
-    params = {"host": HOST, "name": name, "bucket": bucket, "agg": "count",
-              "from": format_time(since),
-              "to": format_time(datetime.now(UTC) + timedelta(minutes=1))}
-    if label:
-        params["label"] = label
-    response = requests.get(url + "/api/v1/metrics/query", headers=read_headers(),
-                            params=params, timeout=60)
-    response.raise_for_status()
-    return {p["time"]: int(p["value"]) for p in response.json()["points"]}
 
 
 class Run:
@@ -109,7 +95,7 @@ class Run:
         if spool_rows(self.workdir / "spool"):
             return False
         try:
-            times = point_counts(url, self.since, "mem.used_pct", None, "10s")
+            times = point_counts(url, HOST, "mem.used_pct", self.since)
         except requests.RequestException:
             return False
         newest = max((datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times),
@@ -221,9 +207,9 @@ def run(args: argparse.Namespace, workdir: Path, cluster: ThrowawayCluster, data
         row = conn.execute("SELECT count(*) FROM ingested_batches WHERE kind = 'metrics'"
                            ).fetchone()
     claims = int(row[0]) if row else 0
-    points = {name: sum(point_counts(url, state.since, name, label, "1h").values())
+    points = {name: sum(point_counts(url, HOST, name, state.since, "1h", label).values())
               for name, label in NAMES}
-    buckets = point_counts(url, state.since, "cpu.usage_pct", "core:total", "10s")
+    buckets = point_counts(url, HOST, "cpu.usage_pct", state.since, label="core:total")
     made = sent + dropped + lost_at_stop + kept
     return {
         "server_outage_s": args.minutes * 60, "pg_outage_s": args.pg_seconds,

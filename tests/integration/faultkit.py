@@ -248,6 +248,20 @@ def stored_counts(server_url: str, host: str, base: datetime, batches: int) -> d
     return counts
 
 
+def point_counts(server_url: str, host: str, name: str, since: datetime, bucket: str = "10s",
+                 label: str | None = None) -> dict[str, int]:
+    """Points of ``host``'s ``name`` per bucket (start time -> count) from ``since`` on."""
+    params = {"host": host, "name": name, "bucket": bucket, "agg": "count",
+              "from": format_time(since),
+              "to": format_time(datetime.now(UTC) + timedelta(minutes=1))}
+    if label:
+        params["label"] = label
+    response = requests.get(server_url + "/api/v1/metrics/query", headers=read_headers(),
+                            params=params, timeout=QUERY_TIMEOUT_S)
+    response.raise_for_status()
+    return {p["time"]: int(p["value"]) for p in response.json()["points"]}
+
+
 def claimed_batch_ids(database_url: str) -> Counter[uuid.UUID]:
     """Every metric ``batch_id`` the database holds a claim for (each claim once: its key)."""
     with psycopg.connect(database_url) as conn:

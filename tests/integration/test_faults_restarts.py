@@ -26,7 +26,6 @@ import psycopg
 import pytest
 import requests
 
-from miniobserv.model import format_time
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET, free_port
 from tests.integration.faultkit import (
@@ -35,7 +34,7 @@ from tests.integration.faultkit import (
     Load,
     base_time,
     make_batch,
-    read_headers,
+    point_counts,
     spool_rows,
     stored_counts,
     tally,
@@ -224,19 +223,6 @@ def test_sigkill_of_a_worker_mid_batch(fresh_postgres_url: str) -> None:
         if load is not None:
             load.abort()
         assert server.terminate() == 0, server.output[-3000:]
-
-
-def point_counts(url: str, host: str, name: str, since: datetime,
-                 bucket: str = "10s", label: str | None = None) -> dict[str, int]:
-    params = {"host": host, "name": name, "bucket": bucket, "agg": "count",
-              "from": format_time(since),
-              "to": format_time(datetime.now(UTC) + timedelta(minutes=1))}
-    if label:
-        params["label"] = label
-    response = requests.get(url + "/api/v1/metrics/query", headers=read_headers(),
-                            params=params, timeout=30)
-    assert response.status_code == 200, response.text
-    return {p["time"]: int(p["value"]) for p in response.json()["points"]}
 
 
 def test_a_real_agent_through_an_outage_and_a_restart(fresh_postgres_url: str,

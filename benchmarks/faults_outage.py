@@ -43,13 +43,13 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.agent.helpers import free_port  # noqa: E402
-from tests.conftest import (  # noqa: E402
-    ThrowawayCluster,
-    find_pg_bindir,
-    has_timescaledb_files,
-    with_database,
+from tests.conftest import ThrowawayCluster  # noqa: E402
+from tests.integration.faultkit import (  # noqa: E402
+    durable_database,
+    point_counts,
+    spool_rows,
+    status_of,
 )
-from tests.integration.faultkit import point_counts, spool_rows, status_of  # noqa: E402
 from tests.processes import CONFIG_ARGS, Gunicorn, LoggedProcess, start_agent  # noqa: E402
 
 HOST = "faults-bench"
@@ -121,28 +121,16 @@ def main() -> int:
     parser.add_argument("--normal-seconds", type=float, default=30.0)
     parser.add_argument("--no-timescaledb", action="store_true")
     args = parser.parse_args()
-    bindir = find_pg_bindir()
-    if bindir is None:
-        sys.exit("needs a local PostgreSQL (./scripts/test installs it)")
-    timescaledb = not args.no_timescaledb and has_timescaledb_files(bindir)
-    cluster = ThrowawayCluster(bindir, timescaledb=timescaledb, durable=True)
     servers: list[Gunicorn] = []
-    with tempfile.TemporaryDirectory(prefix="miniobserv-faults-") as tmp:
-        workdir = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="miniobserv-faults-") as tmp, \
+            durable_database("faults", not args.no_timescaledb) as database:
         try:
-            admin = cluster.start()
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute("CREATE DATABASE faults")
-                version = conn.execute("SHOW server_version").fetchone()
-            database_url = with_database(admin, "faults")
-            figures = run(args, workdir, cluster, database_url, servers)
-            figures["store"] = f"PostgreSQL {version[0] if version else '?'}" + \
-                (" + TimescaleDB" if timescaledb else "")
+            figures = run(args, Path(tmp), database.cluster, database.url, servers)
+            figures["store"] = database.version
         finally:
             for server in servers:
                 if server.proc.poll() is None:
                     server.terminate()
-            cluster.destroy()
     for key, value in figures.items():
         print(f"{key}: {value}")
     ok = figures["lost"] == 0 and figures["duplicates"] == 0 and figures["partial"] == 0

@@ -13,10 +13,13 @@ tells for each batch whether it is stored once (``POINTS``), partly, twice or no
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +33,12 @@ from miniobserv.agent.spool import SPOOL_FILE
 from miniobserv.model import Metric, MetricBatch, format_time
 from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET
+from tests.conftest import (
+    ThrowawayCluster,
+    find_pg_bindir,
+    has_timescaledb_files,
+    with_database,
+)
 
 POINTS = 6  # points per batch, all inside one 10 s bucket
 STEP = timedelta(seconds=10)
@@ -327,3 +336,33 @@ def status_of(url: str, timeout: float = 10.0) -> tuple[int | None, str | None]:
     except requests.RequestException:
         return None, None
     return response.status_code, response.headers.get("Retry-After")
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    """A database on a cluster of its own (for the benchmarks), and what it runs."""
+
+    cluster: ThrowawayCluster
+    url: str
+    version: str
+
+
+@contextmanager
+def durable_database(name: str, timescaledb: bool = True) -> Iterator[BenchDatabase]:
+    """A new cluster with PostgreSQL's default durability (TimescaleDB when wanted and
+    installed) holding the empty database ``name``; stopped and deleted afterwards."""
+    bindir = find_pg_bindir()
+    if bindir is None:
+        sys.exit("needs a local PostgreSQL (./scripts/test installs it)")
+    timescaledb = timescaledb and has_timescaledb_files(bindir)
+    cluster = ThrowawayCluster(bindir, timescaledb=timescaledb, durable=True)
+    try:
+        admin = cluster.start()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")  # a constant of the caller's
+            row = conn.execute("SHOW server_version").fetchone()
+        version = f"PostgreSQL {row[0] if row else '?'}" + \
+            (" + TimescaleDB" if timescaledb else "")
+        yield BenchDatabase(cluster, with_database(admin, name), version)
+    finally:
+        cluster.destroy()

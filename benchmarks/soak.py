@@ -15,8 +15,8 @@ installed; ``--no-timescaledb`` without) and gunicorn with the shipped config
 
 It reports errors (any answer other than 202 to a batch or 200 to a query, and every
 exception), the gunicorn workers' RSS (sum) at the start and the end of the soak, and per
-minute the ingest answers with their p50/p99 and the query answers with their p99; at the
-end the rows in ``metrics`` against the points acknowledged. Exit status 0 when there were no
+minute the ingest answers with their p50/p99 and the query answers with their p99 (also per
+endpoint); at the end the rows in ``metrics`` against the points acknowledged. Exit status 0 when there were no
 errors and the workers' RSS at the end is within 10 % of the start.
 
     python benchmarks/soak.py                 # the 10-minute soak
@@ -136,6 +136,8 @@ class Reader(threading.Thread):
     def __init__(self, url: str, host: str, stats: Stats, began: float, end: float) -> None:
         super().__init__(daemon=True)
         self.url, self.host, self.stats, self.began, self.end = url, host, stats, began, end
+        # path -> minute -> latencies (s): which query is slow
+        self.by_path: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def requests_now(self) -> list[tuple[str, dict[str, str]]]:
         now = datetime.now(UTC)
@@ -169,6 +171,7 @@ class Reader(threading.Thread):
                         continue
                     if response.status_code == 200:
                         self.stats.ok(minute, time.perf_counter() - began)
+                        self.by_path[path][minute].append(time.perf_counter() - began)
                     else:
                         self.stats.error(f"{path} {response.status_code}",
                                          f"{path} {response.status_code} {response.text[:200]}")
@@ -262,6 +265,10 @@ def soak(args: argparse.Namespace, server: Gunicorn, database_url: str) -> int:
         print(f"| {minute + 1} | {len(got)} | {percentile(got, 0.5) * 1000:.0f} | "
               f"{percentile(got, 0.99) * 1000:.0f} | {len(asked)} | "
               f"{percentile(asked, 0.99) * 1000:.0f} |")
+    print("\nquery p99 ms per endpoint and minute:")
+    for path, minutes in sorted(reader.by_path.items()):
+        print(f"  {path}: " + " ".join(f"{percentile(minutes[m], 0.99) * 1000:.0f}"
+                                       for m in sorted(minutes)))
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM metrics").fetchone()
     rows = int(row[0]) if row else 0

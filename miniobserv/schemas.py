@@ -133,16 +133,23 @@ class _BatchMetricSchema(MetricSchema):
         return Metric(**{**data, "host": data["host"] or ""})  # "": the batch's, filled in
 
 
-def _check_metrics(items: Any) -> None:
-    check_items(items, "metrics")
-
-
 _LIST_REQUIRED: dict[str, Any] = {key: "is required and must be a list"
                                   for key in ("required", "null", "invalid")}
 
 
-class MetricBatchSchema(ma.Schema):
-    """Wire shape of a :class:`MetricBatch`."""
+def _records(item_schema: type[ma.Schema], key: str) -> ma.fields.List:
+    """The list of 1 to MAX_BATCH records of a batch under ``key``."""
+
+    def check(items: Any) -> None:
+        check_items(items, key)
+
+    return ma.fields.List(
+        ma.fields.Nested(item_schema, error_messages={"null": "must be an object"}),
+        required=True, validate=_validator(check), error_messages=_LIST_REQUIRED)
+
+
+class _BatchSchema(ma.Schema):
+    """The fields every batch has: ``host`` and an optional ``batch_id``."""
 
     class Meta:
         unknown = ma.EXCLUDE
@@ -151,15 +158,24 @@ class MetricBatchSchema(ma.Schema):
 
     host = _Checked(check_host, required=True, error_messages=_HOST_REQUIRED)
     batch_id = _Checked(check_batch_id, str, load_default=None)
-    metrics = ma.fields.List(
-        ma.fields.Nested(_BatchMetricSchema, error_messages={"null": "must be an object"}),
-        required=True, validate=_validator(_check_metrics), error_messages=_LIST_REQUIRED)
+
+
+class MetricBatchSchema(_BatchSchema):
+    """Wire shape of a :class:`MetricBatch`."""
+
+    metrics = _records(_BatchMetricSchema, "metrics")
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> MetricBatch:
         host = data["host"]
         return MetricBatch(host=host, metrics=_with_batch_host(data["metrics"], host, "metrics"),
                            batch_id=data["batch_id"])
+
+
+def _log_entry(data: dict[str, Any]) -> LogEntry:
+    """The entry of loaded fields; ``source`` is the path when ``path`` is absent."""
+    source = data.pop("source", None)
+    return LogEntry(**{**data, "path": data["path"] if data["path"] is not None else source})
 
 
 def _check_path(value: Any) -> str | None:
@@ -191,9 +207,7 @@ class LogEntrySchema(ma.Schema):
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> LogEntry:
-        source = data.pop("source", None)
-        data["path"] = data["path"] if data["path"] is not None else source
-        return LogEntry(**data)
+        return _log_entry(data)
 
 
 class _BatchLogEntrySchema(LogEntrySchema):
@@ -203,28 +217,13 @@ class _BatchLogEntrySchema(LogEntrySchema):
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> LogEntry:
-        source = data.pop("source", None)
-        data["path"] = data["path"] if data["path"] is not None else source
-        return LogEntry(**{**data, "host": data["host"] or ""})  # "": the batch's, filled in
+        return _log_entry({**data, "host": data["host"] or ""})  # "": the batch's, filled in
 
 
-def _check_entries(items: Any) -> None:
-    check_items(items, "entries")
-
-
-class LogBatchSchema(ma.Schema):
+class LogBatchSchema(_BatchSchema):
     """Wire shape of a :class:`LogBatch`."""
 
-    class Meta:
-        unknown = ma.EXCLUDE
-
-    error_messages = {"type": "must be a JSON object"}
-
-    host = _Checked(check_host, required=True, error_messages=_HOST_REQUIRED)
-    batch_id = _Checked(check_batch_id, str, load_default=None)
-    entries = ma.fields.List(
-        ma.fields.Nested(_BatchLogEntrySchema, error_messages={"null": "must be an object"}),
-        required=True, validate=_validator(_check_entries), error_messages=_LIST_REQUIRED)
+    entries = _records(_BatchLogEntrySchema, "entries")
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> LogBatch:

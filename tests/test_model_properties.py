@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,61 +60,39 @@ def near_the_edge(data: Any, now: datetime) -> bool:
     return False
 
 
+KINDS = {"metrics": (metric_batch_like, parse_metric_batch, MetricBatchSchema, MetricBatch),
+         "logs": (log_batch_like, parse_log_batch, LogBatchSchema, LogBatch)}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @FUZZ
-@given(st.data())
-def test_a_metric_batch_is_accepted_or_refused_naming_a_field(data: st.DataObject) -> None:
+@given(data=st.data())
+def test_a_batch_is_accepted_or_refused_naming_a_field(kind: str, data: st.DataObject) -> None:
+    batch_like, parse, _, record_type = KINDS[kind]
     now = datetime.now(UTC)
-    body = data.draw(metric_batch_like(now))
+    body = data.draw(batch_like(now))
     try:
-        batch = parse_metric_batch(body, now)
+        batch = parse(body, now)
     except ValidationError as err:
         assert_names_a_field(err)
         return
-    assert isinstance(batch, MetricBatch)
-    assert parse_metric_batch(batch.to_json(), now) == batch
+    assert isinstance(batch, record_type)
+    assert parse(batch.to_json(), now) == batch
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @FUZZ
-@given(st.data())
-def test_a_log_batch_is_accepted_or_refused_naming_a_field(data: st.DataObject) -> None:
+@given(data=st.data())
+def test_the_schema_accepts_what_the_parser_accepts(kind: str, data: st.DataObject) -> None:
+    batch_like, parse, schema, _ = KINDS[kind]
     now = datetime.now(UTC)
-    body = data.draw(log_batch_like(now))
+    body = data.draw(batch_like(now))
+    refused = refusal(parse, body, now)
     try:
-        batch = parse_log_batch(body, now)
-    except ValidationError as err:
-        assert_names_a_field(err)
-        return
-    assert isinstance(batch, LogBatch)
-    assert parse_log_batch(batch.to_json(), now) == batch
-
-
-@FUZZ
-@given(st.data())
-def test_the_metric_schema_accepts_what_the_parser_accepts(data: st.DataObject) -> None:
-    now = datetime.now(UTC)
-    body = data.draw(metric_batch_like(now))
-    refused = refusal(parse_metric_batch, body, now)
-    try:
-        loaded = MetricBatchSchema().load(body)
+        loaded = schema().load(body)
     except ma.ValidationError as err:
         assert refused is not None or near_the_edge(body, now), err.messages
         return
     assert refused is None or near_the_edge(body, now), str(refused)
     if refused is None:
-        assert loaded == parse_metric_batch(body, now)
-
-
-@FUZZ
-@given(st.data())
-def test_the_log_schema_accepts_what_the_parser_accepts(data: st.DataObject) -> None:
-    now = datetime.now(UTC)
-    body = data.draw(log_batch_like(now))
-    refused = refusal(parse_log_batch, body, now)
-    try:
-        loaded = LogBatchSchema().load(body)
-    except ma.ValidationError as err:
-        assert refused is not None or near_the_edge(body, now), err.messages
-        return
-    assert refused is None or near_the_edge(body, now), str(refused)
-    if refused is None:
-        assert loaded == parse_log_batch(body, now)
+        assert loaded == parse(body, now)

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from miniobserv.model import LEVELS, METRIC_NAMES, format_time
+from miniobserv.model import LEVELS, MAX_ABS_VALUE, METRIC_NAMES, format_time
 
 # Bounded, reproducible runs (CI): the same examples on every run, no example database.
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=300)
@@ -98,9 +98,12 @@ valid_hosts = st.text(st.characters(categories=("L", "N")), min_size=1, max_size
     st.from_regex(r"[a-z0-9][a-z0-9.-]{0,30}", fullmatch=True)
 metric_names = st.sampled_from(sorted(METRIC_NAMES)) | \
     st.from_regex(r"custom(\.[a-z0-9_]{1,8}){1,3}", fullmatch=True)
-metric_values = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2**70, 2**70)
+metric_values = st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE) | st.integers(-2**70, 2**70) | \
+    st.sampled_from([MAX_ABS_VALUE, -MAX_ABS_VALUE, 1.34e99, 5e-324])
+# What COPY text, LIKE and JSON escaping could get wrong: backslashes, \N, tabs, line breaks.
+_COPY_TEXT = ["\\N", "\\", "a\tb", "\\.", "line\r\n", "50% off_", "é\u2028x", "'; --", "{}"]
 _messages = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
-                    min_size=1, max_size=200)
+                    min_size=1, max_size=200) | st.sampled_from(_COPY_TEXT)
 _paths = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
                  min_size=1, max_size=60)
 _batch_ids = st.uuids().map(str)
@@ -170,6 +173,9 @@ def log_entries(draw: st.DrawFn, now: datetime) -> list[dict[str, Any]]:
         where = draw(st.sampled_from(["path", "source", None]))
         if where is not None:
             entry[where] = draw(_paths)
+        labels = draw(valid_labels)
+        if labels:
+            entry["labels"] = labels
         entries.append(entry)
     return entries
 

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from miniobserv import __version__
 from miniobserv.model import (
+    MAX_ABS_VALUE,
     MAX_BATCH,
     MAX_HOST_LEN,
     MAX_LABEL_KEY_LEN,
@@ -153,7 +154,9 @@ SCHEMAS: dict[str, Json] = {
                                             "in the future"},
             "host": {**HOST, "description": "Equal to the batch host (inherited when absent)"},
             "name": METRIC_NAME,
-            "value": {"type": "number", "description": "Finite; not a boolean or a string"},
+            "value": {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE,
+                      "description": "Finite, within ±1e100 (so that every aggregate stays "
+                                     "finite); not a boolean or a string"},
             "labels": LABELS,
         },
     },

@@ -9,6 +9,7 @@ fewer, schema-shaped values).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -91,28 +92,30 @@ def test_a_metric_query_is_built_or_refused_naming_a_parameter(rollup: bool,
     assert query.start < query.end
 
 
-@FUZZ
-@given(data=st.data())
-def test_a_top_query_is_built_or_refused_naming_a_parameter(data: st.DataObject) -> None:
-    args = data.draw(parameters(TOP_PARAMS, datetime.now(UTC)))
-    try:
-        query = parse_top_query(args)
-    except ValidationError as err:
-        assert_names_one_of(err, TOP_PARAMS)
-        return
-    assert query.start < query.end and 1 <= query.limit <= 100
+def _top_is_sane(query: Any) -> bool:
+    return bool(query.start < query.end and 1 <= query.limit <= 100)
 
 
+def _log_is_sane(query: Any) -> bool:
+    return query.start is None or query.end is None or query.start <= query.end
+
+
+PARSERS = {"top": (parse_top_query, TOP_PARAMS, _top_is_sane),
+           "logs": (parse_log_query, LOG_PARAMS, _log_is_sane)}
+
+
+@pytest.mark.parametrize("kind", sorted(PARSERS))
 @FUZZ
 @given(data=st.data())
-def test_a_log_query_is_built_or_refused_naming_a_parameter(data: st.DataObject) -> None:
-    args = data.draw(parameters(LOG_PARAMS, datetime.now(UTC)))
+def test_a_query_is_built_or_refused_naming_a_parameter(kind: str, data: st.DataObject) -> None:
+    parse, names, is_sane = PARSERS[kind]
+    args = data.draw(parameters(names, datetime.now(UTC)))
     try:
-        query = parse_log_query(args)
+        query = parse(args)
     except ValidationError as err:
-        assert_names_one_of(err, LOG_PARAMS)
+        assert_names_one_of(err, names)
         return
-    assert query.start is None or query.end is None or query.start <= query.end
+    assert is_sane(query)
 
 
 @FUZZ

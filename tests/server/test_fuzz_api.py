@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -117,3 +118,17 @@ def test_every_operation_answers_as_described(case: Case, live_server: Gunicorn,
     store = request.node.callspec.params["live_server"]
     response = case.call_and_validate(base_url=live_server.url, headers=token_for(case))
     SENT.setdefault(store, Counter())[response.status_code] += 1
+
+
+@pytest.mark.parametrize(("status", "request_args"), [
+    (414, {"params": {"x": "a" * 5000}}),  # past limit_request_line (4094 bytes)
+    (431, {"headers": {"X-Big": "a" * 9000}}),  # past limit_request_field_size (8190)
+])
+def test_gunicorn_limits_answer_as_described(live_server: Gunicorn, status: int,
+                                             request_args: dict[str, Any]) -> None:
+    """414 and 431 come from gunicorn, before the app: the HTML the document gives them."""
+    answer = requests.get(f"{live_server.url}/api/v1/metrics/hosts", timeout=10,
+                          **request_args)
+    assert answer.status_code == status
+    described = schema.raw_schema["paths"]["/api/v1/metrics/hosts"]["get"]["responses"]
+    assert answer.headers["Content-Type"].split(";")[0] in described[str(status)]["content"]

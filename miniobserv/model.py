@@ -39,8 +39,9 @@ MAX_ABS_VALUE = 1e100
 # DEL, C1, so newline, CR, tab, ESC, NEL), the line and paragraph separators, and the bidi
 # controls (Bidi_Control) that reorder what follows them. A host name or label value holding
 # one could forge server log lines or disguise itself in an alert; none is legitimate there.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                      "\u202a-\u202e\u2066-\u2069]")
+# As the inside of a regex character class, escaped (the OpenAPI document's patterns use it).
+CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{CONTROL_CLASS}]")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from miniobserv import __version__
 from miniobserv.model import (
+    CONTROL_CLASS,
     MAX_ABS_VALUE,
     MAX_BATCH,
     MAX_HOST_LEN,
@@ -122,12 +123,16 @@ def errors(*codes: str) -> Json:
 TIME: Json = {"type": "string", "format": "date-time",
               "description": "RFC 3339 with an offset (Z or ±hh:mm)",
               "example": "2026-06-05T10:00:00Z"}
-HOST: Json = {"type": "string", "minLength": 1, "maxLength": MAX_HOST_LEN, "example": "web-01"}
+HOST: Json = {"type": "string", "minLength": 1, "maxLength": MAX_HOST_LEN, "example": "web-01",
+              "description": "Not only white space (trimmed); no control or bidi character",
+              "pattern": f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$"}
 LABELS: Json = {
     "type": "object", "maxProperties": MAX_LABELS,
     "description": f"Label keys match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_LABEL_KEY_LEN} "
-                   f"characters); values are 1 to {MAX_LABEL_VALUE_LEN} characters",
-    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_VALUE_LEN},
+                   f"characters); values are 1 to {MAX_LABEL_VALUE_LEN} characters without "
+                   "control or bidi characters",
+    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_VALUE_LEN,
+                             "pattern": f"^[^{CONTROL_CLASS}]+$"},
     "example": {"core": "total"},
 }
 METRIC_NAME: Json = {

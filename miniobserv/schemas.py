@@ -173,9 +173,16 @@ class MetricBatchSchema(_BatchSchema):
 
 
 def _log_entry(data: dict[str, Any]) -> LogEntry:
-    """The entry of loaded fields; ``source`` is the path when ``path`` is absent."""
+    """The entry of loaded fields; ``source`` is the path when ``path`` is absent (and only
+    then checked, as by the model: a ``path`` makes any ``source`` irrelevant)."""
     source = data.pop("source", None)
-    return LogEntry(**{**data, "path": data["path"] if data["path"] is not None else source})
+    path = data["path"]
+    if path is None and source is not None:
+        try:
+            path = check_text(source, "source", MAX_PATH_LEN)
+        except ValidationError as err:
+            raise ma.ValidationError({"source": [err.message]}) from err
+    return LogEntry(**{**data, "path": path})
 
 
 def _check_path(value: Any) -> str | None:
@@ -202,7 +209,7 @@ class LogEntrySchema(ma.Schema):
     message = _Checked(check_message, required=True,
                        error_messages={"required": "must be a string"})
     path = _Checked(_check_path, load_default=None)
-    source = _Checked(_check_path, load_default=None, load_only=True)
+    source = ma.fields.Raw(load_default=None, allow_none=True, load_only=True)
     labels = _Checked(check_labels, load_default=dict)
 
     @ma.post_load

@@ -374,3 +374,25 @@ def test_metric_schema_refuses_what_the_parser_refuses(override: dict[str, Any],
 def test_log_schema_maps_source_to_path() -> None:
     data = log_batch(source="app.log", time=format_time(datetime.now(UTC)))
     assert LogBatchSchema().load(data).entries[0].path == "app.log"
+
+
+@pytest.mark.parametrize(("entry", "path"), [
+    ({"path": "app.log", "source": []}, "app.log"),  # a path: the source is not read
+    ({"path": None, "source": "sdk.log"}, "sdk.log"),
+    ({"source": "sdk.log"}, "sdk.log"),
+])
+def test_schema_and_parser_read_source_only_without_path(entry: dict[str, Any],
+                                                         path: str) -> None:
+    data = {"host": "web-01", "entries": [{"time": "2026-06-05T10:00:00Z", "level": "info",
+                                           "message": "m", **entry}]}
+    assert LogBatchSchema().load(data).entries[0].path == path
+    assert parse_log_batch(data).entries[0].path == path
+
+
+def test_schema_names_a_bad_source() -> None:
+    data = {"host": "web-01", "entries": [{"time": "2026-06-05T10:00:00Z", "level": "info",
+                                           "message": "m", "source": "a\x00b"}]}
+    with pytest.raises(ma.ValidationError) as caught:
+        LogBatchSchema().load(data)
+    assert caught.value.messages == {"entries": {0: {"source": [
+        "must not contain NUL characters"]}}}

@@ -39,6 +39,7 @@ section if they are absent). Run by hand, never as a test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import math
@@ -257,21 +258,26 @@ class Sink:
         return response.status_code == self.status
 
 
-def send_share(sink: Sink, workload: Workload, client: int, clients: int, start_at: float,
-               deadline: float) -> SenderResult:
-    """POST batches ``client``, ``client + clients``, ... back to back until done or
-    ``deadline``; the latency of each request (encoding is not in it)."""
+def send_share(sink: Sink, workload: Workload, client: int, clients: int, ready: Any,
+               max_seconds: float) -> SenderResult:
+    """Encode batches ``client``, ``client + clients``, ... first (as TSBS pre-generates its
+    load), wait at ``ready`` (a barrier the parent passes too), then POST them back to back
+    until done or ``max_seconds`` passed; the latency of each request. Encoding is neither in
+    the timed window nor in the clients' CPU, so the clients take little of the machine."""
     result = SenderResult()
     encode = ENCODERS[sink.encoder]
+    bodies = []
+    for batch in range(client, workload.batches, clients):
+        host, points = workload.points_of(batch)
+        bodies.append((encode(host, points), len(points)))
     with requests.Session() as session:
-        time.sleep(max(0.0, start_at - time.time()))
+        ready.wait()
+        deadline = time.time() + max_seconds
         cpu = time.process_time()
-        for batch in range(client, workload.batches, clients):
+        for body, size in bodies:
             if time.time() >= deadline:
                 break
-            host, points = workload.points_of(batch)
-            post_once(session, sink.url, encode(host, points), sink.headers, len(points),
-                      result, sink.accepted)
+            post_once(session, sink.url, body, sink.headers, size, result, sink.accepted)
         result.cpu_s = time.process_time() - cpu
     result.finished = time.time()
     return result
@@ -303,6 +309,7 @@ class System:
     latest_query: Query | None  # None: no such API
     worker_pids: Callable[[], list[int]]
     fixed_bytes: Callable[[], int] = lambda: 0  # of disk_bytes: preallocated, not per point
+    compressed_bytes: Callable[[], int] | None = None  # TimescaleDB: every chunk compressed
 
 
 @dataclass
@@ -324,6 +331,7 @@ class Figures:
     latest_ms: float | None = None
     latest_n: int = 0
     fixed_bytes: int = 0
+    compressed_bytes: int = 0  # after compressing every chunk (TimescaleDB), else 0
     rss_start: dict[int, int] = field(default_factory=dict)  # pid -> bytes, before the load
     rss_warm: dict[int, int] = field(default_factory=dict)  # once 10 % of the load's time passed
     rss_end: dict[int, int] = field(default_factory=dict)
@@ -337,6 +345,11 @@ class Figures:
     @property
     def bytes_per_point(self) -> float:
         return self.disk_bytes / self.stored if self.stored else math.nan
+
+    @property
+    def compressed_per_point(self) -> float:
+        return self.compressed_bytes / self.stored if self.stored and self.compressed_bytes \
+            else math.nan
 
     @property
     def rss_growth(self) -> float:
@@ -397,9 +410,11 @@ def miniobserv(store_name: str, workload: Workload, stack: ExitStack
                          timeout=REQUEST_TIMEOUT_S).status_code != 404
     disk = (lambda: sqlite_bytes(store.url)) if store_name == "sqlite" else \
         (lambda: postgres_bytes(store.url, store_name == "timescaledb"))
+    compressed = (lambda: postgres_bytes(store.url, True, compress=True)) \
+        if store_name == "timescaledb" else None
     yield (System(store.name, store.version, sink, server.proc.pid, disk, store.count_rows,
-                  series, latest if found else None, lambda: children(server.proc.pid)),
-           store, server)
+                  series, latest if found else None, lambda: children(server.proc.pid),
+                  compressed_bytes=compressed), store, server)
 
 
 def span(workload: Workload) -> tuple[datetime, datetime]:
@@ -419,8 +434,9 @@ def count_entries(answer: Any) -> int:
 DATA_TABLES = ("metrics", "series", "samples")  # today's table, and issue 10's two
 
 
-def postgres_bytes(url: str, timescaledb: bool) -> int:
-    """Tables, indexes and TOAST of the metric tables (hypertable_size on TimescaleDB)."""
+def postgres_bytes(url: str, timescaledb: bool, compress: bool = False) -> int:
+    """Tables, indexes and TOAST of the metric tables (hypertable_size on TimescaleDB; with
+    ``compress``, after compressing every chunk of the hypertables first)."""
     total = 0
     with psycopg.connect(url) as conn:
         for table in DATA_TABLES:
@@ -430,6 +446,10 @@ def postgres_bytes(url: str, timescaledb: bool) -> int:
             hyper = timescaledb and conn.execute(
                 "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
                 (table,)).fetchone()
+            if hyper and compress:  # what the compression policy does to chunks after 7 days
+                conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
+                             " FROM show_chunks(%s::regclass) AS c", (table,))
+                conn.commit()
             size = "hypertable_size(%s::regclass)" if hyper else \
                 "pg_total_relation_size(%s::regclass)"
             row = conn.execute(f"SELECT {size}", (table,)).fetchone()  # one of two fixed texts
@@ -631,10 +651,17 @@ def ingest(pool: ProcessPoolExecutor, system: System, workload: Workload, figure
            max_seconds: float) -> None:
     """The fleet load with CLIENTS processes; totals, latencies, CPU and RSS into ``figures``."""
     figures.rss_start = rss(system.worker_pids())
-    start_at = time.time() + 1.0
-    futures = [pool.submit(send_share, system.sink, workload, client, CLIENTS, start_at,
-                           start_at + max_seconds) for client in range(CLIENTS)]
-    time.sleep(max(0.0, start_at - time.time()))
+    with multiprocessing.Manager() as manager:
+        ready = manager.Barrier(CLIENTS + 1)
+        futures = [pool.submit(send_share, system.sink, workload, client, CLIENTS, ready,
+                               max_seconds) for client in range(CLIENTS)]
+        ready.wait()  # every client has encoded its batches
+        start_at = time.time()
+        _ingest_window(system, workload, figures, futures, start_at)
+
+
+def _ingest_window(system: System, workload: Workload, figures: Figures, futures: list[Any],
+                   start_at: float) -> None:
     pids = {"server": system.root_pid}
     before, machine_before = cpu_snapshot(pids), psutil.cpu_times()
     samples = []  # (seconds since the start, RSS per pid), once a second
@@ -694,6 +721,10 @@ def measure(pool: ProcessPoolExecutor, system: System, workload: Workload,
     print(f"queries: series {figures.series_ms:.2f} ms ({figures.series_n} buckets), latest "
           f"{'no API' if figures.latest_ms is None else f'{figures.latest_ms:.2f} ms'} "
           f"({figures.latest_n} series)", flush=True)
+    if system.compressed_bytes is not None:
+        figures.compressed_bytes = system.compressed_bytes()
+        print(f"every chunk compressed: {figures.compressed_bytes:,} B "
+              f"({figures.compressed_per_point:.2f} B/point)", flush=True)
     return figures
 
 
@@ -784,6 +815,8 @@ def figure_rows(all_figures: list[Figures]) -> list[tuple[str, list[str]]]:
 
 def disk_cell(f: Figures) -> str:
     cell = f"{f.stored:,} / {fmt(f.bytes_per_point)}"
+    if f.compressed_bytes:
+        cell += f"; {f.compressed_per_point:.2f} with every chunk compressed"
     if f.fixed_bytes and f.stored:
         cell += (f" ({(f.disk_bytes - f.fixed_bytes) / f.stored:.1f} without the "
                  f"{f.fixed_bytes / 2**20:.0f} MB preallocated series file)")
@@ -836,8 +869,9 @@ def target_rows(figures: list[Figures], points: int) -> list[str]:
         rows.append(("SQLite ≤ 40 B per point", f"{sqlite.bytes_per_point:.1f}",
                      sqlite.bytes_per_point <= 40))
     if "timescaledb" in by:
-        rows.append(("TimescaleDB compressed ≤ 3.0 B per point", "not measured (uncompressed "
-                     "chunks)", None))
+        tsdb = by["timescaledb"]
+        rows.append(("TimescaleDB compressed ≤ 3.0 B per point",
+                     f"{tsdb.compressed_per_point:.2f}", tsdb.compressed_per_point <= 3.0))
     for f in own:
         rows.append((f"one series 24 h/1 m ≤ 5 ms median ({LABELS[f.name]})",
                      f"{f.series_ms:.2f} ms", f.series_ms <= 5))
@@ -872,7 +906,8 @@ NOTES = (
 
 
 def report(figures: list[Figures], skipped: dict[str, str], workload: Workload,
-           args: argparse.Namespace, took: float, versions: list[str]) -> str:
+           args: argparse.Namespace, took: float, versions: list[str],
+           runs: list[list[Figures]]) -> str:
     names = [LABELS[f.name] for f in figures]
     sync = "" if "-c" in gunicorn_options() else \
         " (its sync workers close the connection after each answer)"
@@ -918,7 +953,8 @@ def report(figures: list[Figures], skipped: dict[str, str], workload: Workload,
                   "lower is better):", "",
                   "| ratio | ingest points/s | p99 | B per point | one series | latest |",
                   "|---|---|---|---|---|---|", *ratios]
-    lines += ["", *target_rows(figures, workload.total), "", textwrap.fill(NOTES, 95), END]
+    lines += ["", *run_rows(runs), *target_rows(figures, workload.total), "",
+              textwrap.fill(NOTES, 95), END]
     return "\n".join(lines)
 
 
@@ -951,6 +987,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--systems", default="sqlite,postgres,timescaledb,influxdb,"
                         "victoriametrics", help="comma list; absent ones are skipped")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="fresh runs of every system; the report gives medians")
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--agent-seconds", type=float, default=20.0)
     parser.add_argument("--max-seconds", type=float, default=3600.0,
@@ -966,9 +1004,51 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.systems) - set(MINIOBSERV) - set(PEERS)
     if unknown:
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
-    if args.hosts < 1 or args.points < args.hosts or args.query_runs < 3:
-        parser.error("needs --hosts ≥ 1, --points ≥ --hosts and --query-runs ≥ 3")
+    if args.hosts < 1 or args.points < args.hosts or args.query_runs < 3 or args.runs < 1:
+        parser.error("needs --hosts ≥ 1, --points ≥ --hosts, --query-runs ≥ 3, --runs ≥ 1")
     return args
+
+
+def median_of(runs: list[Figures]) -> Figures:
+    """One system's figures over its runs: the run of the median ingest rate (its totals,
+    CPU and RSS), with the median of every other figure over all runs."""
+    ranked = sorted(runs, key=lambda f: f.points_per_s)
+    out = dataclasses.replace(ranked[(len(ranked) - 1) // 2])
+    for name in ("p50_ms", "p99_ms", "series_ms"):
+        setattr(out, name, statistics.median(getattr(f, name) for f in runs))
+    if all(f.latest_ms is not None for f in runs):
+        out.latest_ms = statistics.median(f.latest_ms or 0.0 for f in runs)
+    by_disk = sorted(runs, key=lambda f: f.bytes_per_point)[(len(runs) - 1) // 2]
+    out.disk_bytes, out.stored, out.fixed_bytes = by_disk.disk_bytes, by_disk.stored, \
+        by_disk.fixed_bytes
+    by_packed = sorted(runs, key=lambda f: f.compressed_per_point)[(len(runs) - 1) // 2]
+    out.compressed_bytes = by_packed.compressed_bytes * out.stored // max(by_packed.stored, 1)
+    agents = sorted((f.agent for f in runs if f.agent), key=lambda w: w.batches_per_s)
+    out.agent = agents[(len(agents) - 1) // 2] if agents else None
+    return out
+
+
+def run_rows(runs: list[list[Figures]]) -> list[str]:
+    """Each run's figures, one row per system, so the medians can be checked."""
+    if len(runs) < 2:
+        return []
+    out = ["Every run (the table above gives the medians):", "",
+           "| system | ingest points/s | p99 ms | B per point | one series ms | latest ms |"
+           " agent-shaped batches/s |", "|---|---|---|---|---|---|---|"]
+    for index, first in enumerate(runs[0]):
+        mine = [run[index] for run in runs]
+
+        def cells(value: Callable[[Figures], float | None], digits: int,
+                  mine: list[Figures] = mine) -> str:
+            return ", ".join(fmt(value(f), digits) for f in mine)
+
+        out.append(f"| {LABELS[first.name]} | {cells(lambda f: f.points_per_s, 0)} | "
+                   f"{cells(lambda f: f.p99_ms, 1)} | {cells(lambda f: f.bytes_per_point, 1)}"
+                   + (f" (compressed {cells(lambda f: f.compressed_per_point, 2)})"
+                      if first.compressed_bytes else "")
+                   + f" | {cells(lambda f: f.series_ms, 2)} | {cells(lambda f: f.latest_ms, 2)}"
+                   f" | {cells(lambda f: f.agent.batches_per_s if f.agent else math.nan, 1)} |")
+    return [*out, ""]
 
 
 def versions_of(figures: list[Figures]) -> list[str]:
@@ -986,15 +1066,18 @@ def main() -> None:
     skipped = {name: why for name in args.systems if (why := skip_reason(name))}
     for name, why in skipped.items():
         print(f"skipping {name}: {why}")
-    figures: list[Figures] = []
+    runs: list[list[Figures]] = []
     began = time.monotonic()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(AGENT_CLIENTS, mp_context=context) as pool:
         list(pool.map(warm, range(AGENT_CLIENTS)))
-        for name in (n for n in args.systems if n not in skipped):
-            figures.append(run_system(pool, name, workload, args))
+        for run in range(args.runs):  # every system once per run, so noise spreads over all
+            print(f"\n#### run {run + 1} of {args.runs}", flush=True)
+            runs.append([run_system(pool, name, workload, args)
+                         for name in args.systems if name not in skipped])
+    figures = [median_of([run[index] for run in runs]) for index in range(len(runs[0]))]
     section = report(figures, skipped, workload, args, time.monotonic() - began,
-                     versions_of(figures))
+                     versions_of(figures), runs)
     print("\n" + section)
     if args.write:
         write_section(args.write, section)

@@ -29,12 +29,19 @@ MAX_LABEL_VALUE_LEN = 256
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PATH_LEN = 4096
 MAX_FUTURE = timedelta(minutes=10)
+# The largest magnitude of a metric value. Aggregates must stay finite on every store: a sum
+# of a few values near 1e308 overflows (SQLite answered null, PostgreSQL an error), and
+# PostgreSQL's avg() sums squares, so two values of 1.34e154 failed with "value out of
+# range: overflow" (a 500). With |value| <= 1e100 a query would need 1e108 points to
+# overflow; no measurement comes near the bound.
+MAX_ABS_VALUE = 1e100
 # Characters that change how text reads where people see it: every Unicode control (Cc: C0,
 # DEL, C1, so newline, CR, tab, ESC, NEL), the line and paragraph separators, and the bidi
 # controls (Bidi_Control) that reorder what follows them. A host name or label value holding
 # one could forge server log lines or disguise itself in an alert; none is legitimate there.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                      "\u202a-\u202e\u2066-\u2069]")
+# As the inside of a regex character class, escaped (the OpenAPI document's patterns use it).
+CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{CONTROL_CLASS}]")
 
 
 @dataclass(frozen=True)
@@ -283,7 +290,8 @@ def check_name(value: Any, field_name: str = "name") -> str:
 
 
 def check_value(value: Any, field_name: str = "value") -> float:
-    """A finite number; booleans, strings, NaN and infinities are refused."""
+    """A finite number within ±MAX_ABS_VALUE; booleans, strings, NaN and infinities are
+    refused."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field_name, "must be a number")
     try:
@@ -292,6 +300,8 @@ def check_value(value: Any, field_name: str = "value") -> float:
         raise ValidationError(field_name, "is out of range") from err
     if not math.isfinite(number):
         raise ValidationError(field_name, "must be finite")
+    if abs(number) > MAX_ABS_VALUE:
+        raise ValidationError(field_name, f"must be within ±{MAX_ABS_VALUE:g}")
     return number
 
 
@@ -476,8 +486,8 @@ class _MetricBatchChecks:
             time=self.time(data["time"]),
             host=metric_host,
             name=name if type(name) is str and name in METRIC_NAMES else check_name(name),
-            value=value if type(value) is float and math.isfinite(value) else
-            check_value(value),
+            value=value if type(value) is float and -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE
+            else check_value(value),  # NaN fails both comparisons
             labels=self.label_set(data.get("labels")),
         )
 

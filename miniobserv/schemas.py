@@ -17,7 +17,7 @@ import marshmallow as ma
 from miniobserv.errors import ValidationError
 from miniobserv.model import (
     LEVELS,
-    MAX_BATCH,
+    MAX_PATH_LEN,
     LogBatch,
     LogEntry,
     Metric,
@@ -26,14 +26,17 @@ from miniobserv.model import (
     check_host,
     check_items,
     check_labels,
+    check_level,
     check_message,
     check_name,
+    check_text,
     check_time,
     check_value,
     format_time,
 )
 
 _T = TypeVar("_T")
+_R = TypeVar("_R", Metric, LogEntry)
 
 
 def _checked(check: Callable[..., _T], *args: Any) -> _T:
@@ -130,16 +133,23 @@ class _BatchMetricSchema(MetricSchema):
         return Metric(**{**data, "host": data["host"] or ""})  # "": the batch's, filled in
 
 
-def _check_metrics(items: Any) -> None:
-    check_items(items, "metrics")
-
-
 _LIST_REQUIRED: dict[str, Any] = {key: "is required and must be a list"
                                   for key in ("required", "null", "invalid")}
 
 
-class MetricBatchSchema(ma.Schema):
-    """Wire shape of a :class:`MetricBatch`."""
+def _records(item_schema: type[ma.Schema], key: str) -> ma.fields.List:
+    """The list of 1 to MAX_BATCH records of a batch under ``key``."""
+
+    def check(items: Any) -> None:
+        check_items(items, key)
+
+    return ma.fields.List(
+        ma.fields.Nested(item_schema, error_messages={"null": "must be an object"}),
+        required=True, validate=_validator(check), error_messages=_LIST_REQUIRED)
+
+
+class _BatchSchema(ma.Schema):
+    """The fields every batch has: ``host`` and an optional ``batch_id``."""
 
     class Meta:
         unknown = ma.EXCLUDE
@@ -148,52 +158,95 @@ class MetricBatchSchema(ma.Schema):
 
     host = _Checked(check_host, required=True, error_messages=_HOST_REQUIRED)
     batch_id = _Checked(check_batch_id, str, load_default=None)
-    metrics = ma.fields.List(
-        ma.fields.Nested(_BatchMetricSchema, error_messages={"null": "must be an object"}),
-        required=True, validate=_validator(_check_metrics), error_messages=_LIST_REQUIRED)
+
+
+class MetricBatchSchema(_BatchSchema):
+    """Wire shape of a :class:`MetricBatch`."""
+
+    metrics = _records(_BatchMetricSchema, "metrics")
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> MetricBatch:
         host = data["host"]
-        metrics = []
-        for index, metric in enumerate(data["metrics"]):
-            if not metric.host:
-                metric = replace(metric, host=host)
-            elif metric.host != host:
-                raise ma.ValidationError(
-                    {"metrics": {index: {"host": [f"must equal the batch host {host!r}"]}}})
-            metrics.append(metric)
-        return MetricBatch(host=host, metrics=metrics, batch_id=data["batch_id"])
+        return MetricBatch(host=host, metrics=_with_batch_host(data["metrics"], host, "metrics"),
+                           batch_id=data["batch_id"])
+
+
+def _log_entry(data: dict[str, Any]) -> LogEntry:
+    """The entry of loaded fields; ``source`` is the path when ``path`` is absent (and only
+    then checked, as by the model: a ``path`` makes any ``source`` irrelevant)."""
+    source = data.pop("source", None)
+    path = data["path"]
+    if path is None and source is not None:
+        try:
+            path = check_text(source, "source", MAX_PATH_LEN)
+        except ValidationError as err:
+            raise ma.ValidationError({"source": [err.message]}) from err
+    return LogEntry(**{**data, "path": path})
+
+
+def _check_path(value: Any) -> str | None:
+    return None if value is None else check_text(value, "path", MAX_PATH_LEN)
 
 
 class LogEntrySchema(ma.Schema):
-    """Wire shape of a :class:`LogEntry` (``source`` is accepted for ``path``)."""
+    """Wire shape of a :class:`LogEntry` (``source`` is accepted for ``path``).
 
-    time = _Time(required=True)
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    level = ma.fields.String(required=True, validate=ma.validate.OneOf(LEVELS))
-    message = ma.fields.String(required=True, validate=_validator(check_message))
-    path = ma.fields.String(load_default=None)
-    source = ma.fields.String(load_default=None, load_only=True)
-    labels = _Labels(load_default=dict)
+    The same checks as :func:`~miniobserv.model.parse_log_entry`, which the schemas of logs
+    once did not share: they required each entry's host, refused unknown keys and let a NUL
+    or a 10 000-character path through (tests/test_model_properties.py).
+    """
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    error_messages = {"type": "must be an object"}
+
+    time = _Time(required=True, error_messages={"required": "is required"})
+    host = _Checked(check_host, required=True, error_messages=_HOST_REQUIRED)
+    level = _Checked(check_level, required=True,
+                     error_messages={"required": f"must be one of {', '.join(LEVELS)}"})
+    message = _Checked(check_message, required=True,
+                       error_messages={"required": "must be a string"})
+    path = _Checked(_check_path, load_default=None)
+    source = ma.fields.Raw(load_default=None, allow_none=True, load_only=True)
+    labels = _Checked(check_labels, load_default=dict)
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> LogEntry:
-        source = data.pop("source", None)
-        data["path"] = data["path"] if data["path"] is not None else source
-        data["host"] = data["host"].strip()
-        return LogEntry(**data)
+        return _log_entry(data)
 
 
-class LogBatchSchema(ma.Schema):
+class _BatchLogEntrySchema(LogEntrySchema):
+    """An entry inside a batch, whose ``host`` may be left out (it is the batch's)."""
+
+    host = _Checked(check_host, load_default=None)
+
+    @ma.post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> LogEntry:
+        return _log_entry({**data, "host": data["host"] or ""})  # "": the batch's, filled in
+
+
+class LogBatchSchema(_BatchSchema):
     """Wire shape of a :class:`LogBatch`."""
 
-    host = ma.fields.String(required=True, validate=_validator(check_host))
-    batch_id = ma.fields.UUID(load_default=None)
-    entries = ma.fields.List(ma.fields.Nested(LogEntrySchema), required=True,
-                             validate=ma.validate.Length(min=1, max=MAX_BATCH))
+    entries = _records(_BatchLogEntrySchema, "entries")
 
     @ma.post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> LogBatch:
-        return LogBatch(host=data["host"].strip(), entries=data["entries"],
+        host = data["host"]
+        return LogBatch(host=host, entries=_with_batch_host(data["entries"], host, "entries"),
                         batch_id=data["batch_id"])
+
+
+def _with_batch_host(records: list[_R], host: str, key: str) -> list[_R]:
+    """``records`` with the batch ``host`` filled in; refuse one whose own host differs."""
+    out = []
+    for index, record in enumerate(records):
+        if not record.host:
+            record = replace(record, host=host)
+        elif record.host != host:
+            raise ma.ValidationError(
+                {key: {index: {"host": [f"must equal the batch host {host!r}"]}}})
+        out.append(record)
+    return out

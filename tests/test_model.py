@@ -186,7 +186,7 @@ def test_name_must_be_a_string() -> None:
     assert error(check_name, 7) == "name: must be a string"
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, 1e300, -1e300, 10**300, 5e-324])
+@pytest.mark.parametrize("value", [0, -1, 1.5, 1e100, -1e100, 10**100, 5e-324])
 def test_finite_numbers_are_accepted(value: float) -> None:
     assert check_value(value) == float(value)
 
@@ -196,6 +196,8 @@ def test_finite_numbers_are_accepted(value: float) -> None:
     (True, "must be a number"), (False, "must be a number"), ("1", "must be a number"),
     (None, "must be a number"), ([1], "must be a number"), ({"v": 1}, "must be a number"),
     (10**400, "is out of range"), (-(10**400), "is out of range"),
+    (1.0000001e100, "must be within ±1e+100"), (-1e300, "must be within ±1e+100"),
+    (10**101, "must be within ±1e+100"), (1.7976931348623157e308, "must be within ±1e+100"),
 ])
 def test_other_values_are_refused(value: Any, message: str) -> None:
     assert error(check_value, value) == f"value: {message}"
@@ -372,3 +374,25 @@ def test_metric_schema_refuses_what_the_parser_refuses(override: dict[str, Any],
 def test_log_schema_maps_source_to_path() -> None:
     data = log_batch(source="app.log", time=format_time(datetime.now(UTC)))
     assert LogBatchSchema().load(data).entries[0].path == "app.log"
+
+
+@pytest.mark.parametrize(("entry", "path"), [
+    ({"path": "app.log", "source": []}, "app.log"),  # a path: the source is not read
+    ({"path": None, "source": "sdk.log"}, "sdk.log"),
+    ({"source": "sdk.log"}, "sdk.log"),
+])
+def test_schema_and_parser_read_source_only_without_path(entry: dict[str, Any],
+                                                         path: str) -> None:
+    data = {"host": "web-01", "entries": [{"time": "2026-06-05T10:00:00Z", "level": "info",
+                                           "message": "m", **entry}]}
+    assert LogBatchSchema().load(data).entries[0].path == path
+    assert parse_log_batch(data).entries[0].path == path
+
+
+def test_schema_names_a_bad_source() -> None:
+    data = {"host": "web-01", "entries": [{"time": "2026-06-05T10:00:00Z", "level": "info",
+                                           "message": "m", "source": "a\x00b"}]}
+    with pytest.raises(ma.ValidationError) as caught:
+        LogBatchSchema().load(data)
+    assert caught.value.messages == {"entries": {0: {"source": [
+        "must not contain NUL characters"]}}}

@@ -90,10 +90,10 @@ BAD_NAMES = [
     "custom.a-b", "custom." + "a" * (model.MAX_NAME_LEN - 6), "cpu.usage_pct ", "CPU.usage_pct",
     "cpu", "x" * 1000, "custom.a\x00", "custom.é",
 ]
-GOOD_VALUES = [0, -0.0, 1, -1, 1.5, -12.25, 1e308, -1e308, 5e-324, 2 ** 53, 10 ** 300,
-               2 ** 64, float(2 ** 63)]
+GOOD_VALUES = [0, -0.0, 1, -1, 1.5, -12.25, model.MAX_ABS_VALUE, -model.MAX_ABS_VALUE, 5e-324,
+               2 ** 53, 10 ** 100, 2 ** 64, float(2 ** 63)]
 BAD_VALUES = [DROP, None, True, False, "1", "1.5", "NaN", [], {}, [1], math.nan, math.inf,
-              -math.inf, 10 ** 400, -(10 ** 400)]
+              -math.inf, 10 ** 400, -(10 ** 400), 1e308, -1e308, 10 ** 300, 1.0000001e100]
 _KEYS = [f"k{i}" for i in range(model.MAX_LABELS + 1)]
 GOOD_LABELS = [
     DROP, None, {}, {"core": "0"}, {"_x": "v"}, {"a" * model.MAX_LABEL_KEY_LEN: "v"},

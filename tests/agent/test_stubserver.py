@@ -21,8 +21,6 @@ from miniobserv.tokens import mint_token
 from tests.agent.helpers import SECRET, free_port
 from tests.processes import LoggedProcess, start_agent
 
-NOW = datetime.now(UTC)
-
 
 class Stub:
     def __init__(self, settings: StubSettings) -> None:
@@ -54,7 +52,7 @@ def stub() -> Iterator[Stub]:
 
 
 def batch_json(n: int = 2, batch_id: str | None = None) -> dict:
-    body = MetricBatch("web-01", [Metric(NOW, "web-01", "mem.used_pct", float(i))
+    body = MetricBatch("web-01", [Metric(datetime.now(UTC), "web-01", "mem.used_pct", float(i))
                                   for i in range(n)]).to_json()
     return {**body, "batch_id": batch_id} if batch_id else body
 
@@ -114,7 +112,7 @@ def test_fail_rate_fails_that_fraction_with_503(stub):
 
 def test_the_agents_sender_delivers_to_it(stub):
     sender = Sender(stub.url, SECRET)
-    assert sender.send(MetricBatch("web-01", [Metric(NOW, "web-01", "load.avg_1m", 1.0)]))
+    assert sender.send(MetricBatch("web-01", [Metric(datetime.now(UTC), "web-01", "load.avg_1m", 1.0)]))
 
 
 @pytest.mark.parametrize("env,variable", [

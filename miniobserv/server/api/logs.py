@@ -198,7 +198,7 @@ openapi.add_schema("LogPage", {
 })
 
 _LEVEL: Json = {"type": "string", "enum": list(LEVELS)}
-LOG_QUERY_PARAMS: list[Json] = [
+LOG_QUERY_PARAMS: list[Json] = [openapi.empty_allowed(parameter) for parameter in [
     openapi.query_param("host", "Only this host", {"type": "string"}),
     openapi.query_param("level", "Only this level", _LEVEL),
     openapi.query_param("min_level", "This level and the more severe ones (not with level)",
@@ -219,7 +219,7 @@ LOG_QUERY_PARAMS: list[Json] = [
                         {"type": "integer", "minimum": 0, "default": DEFAULT_LOG_LIMIT}),
     openapi.query_param("cursor", "The next_cursor of the previous page (0: the first page)",
                         {"type": "integer", "format": "int64", "minimum": 0}),
-]
+]]  # an empty value (?level=, as an HTML form sends it) is the same as none
 openapi.add_operation("/api/v1/logs", "post", {
     "summary": "Ingest a log batch (stored whole or not at all)", "tags": ["logs"],
     "security": openapi.BEARER, "x-token-scope": "ingest", "parameters": [openapi.GZIP_HEADER],

@@ -17,6 +17,8 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from miniobserv import __version__
 from miniobserv.model import (
+    CONTROL_CLASS,
+    MAX_ABS_VALUE,
     MAX_BATCH,
     MAX_HOST_LEN,
     MAX_LABEL_KEY_LEN,
@@ -52,16 +54,63 @@ def query_param(name: str, description: str, schema: Json, required: bool = Fals
             "schema": schema, **extra}
 
 
+RETRY_AFTER: Json = {
+    "description": "Seconds to wait before trying again (sent while the database is "
+                   "unavailable)",
+    "required": False, "schema": {"type": "integer", "minimum": 0}}
+ALLOW: Json = {"description": "The methods the path answers", "required": True,
+               "schema": {"type": "string", "example": "GET, HEAD, OPTIONS"}}
+WWW_AUTHENTICATE: Json = {"description": "Always `Bearer`", "required": True,
+                          "schema": {"type": "string", "enum": ["Bearer"]}}
+
+
+def with_headers(answer: Json, **headers: Json) -> Json:
+    """``answer`` with response ``headers`` (``Retry_After`` stands for ``Retry-After``)."""
+    return {**answer, "headers": {name.replace("_", "-"): header
+                                  for name, header in headers.items()}}
+
+
+def gunicorn_response(description: str) -> Json:
+    """An answer of gunicorn itself, before the app sees the request: a small HTML page."""
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def empty_allowed(parameter: Json) -> Json:
+    """``parameter`` that also takes an empty value, which means the same as leaving it out."""
+    return {**parameter, "allowEmptyValue": True,
+            "schema": {"anyOf": [parameter["schema"], {"type": "string", "enum": [""]}]}}
+
+
 ERRORS: dict[str, Json] = {
     "400": response("Invalid input; the message names the field, e.g. "
                     "`metrics[3].value: must be finite`"),
-    "401": response("Missing, malformed, expired or wrongly signed token"),
+    "401": with_headers(response("Missing, malformed, expired or wrongly signed token (the "
+                                 "same answer for every reason)"),
+                        WWW_Authenticate=WWW_AUTHENTICATE),
+    "403": response("Valid token outside its scope"),
+    "404": response("No such resource"),
     "409": response("The batch_id was already used for a batch with other content (another "
                     "host, other records): nothing stored. A retry of the same batch is a 202"),
-    "403": response("Valid token outside its scope"),
     "413": response("Body larger than MAX_BODY_BYTES, before or after gunzip"),
     "415": response("Content-Encoding other than gzip"),
-    "503": response("The database is unavailable"),
+    "503": with_headers(response("The database is unavailable"), Retry_After=RETRY_AFTER),
+}
+# Answers every operation may give whatever it does, added to each by build_document: the
+# request line or headers past gunicorn's limits (gunicorn_conf.py), and the 503 of a database
+# that was down at start (every path but /healthz retries the migrations first).
+EVERY_OPERATION: dict[str, Json] = {
+    "414": gunicorn_response("Request line longer than gunicorn's limit_request_line "
+                             "(4094 bytes): answered by gunicorn"),
+    "431": gunicorn_response("Too many or too large header fields (limit_request_fields, "
+                             "limit_request_field_size): answered by gunicorn"),
+    "503": ERRORS["503"],
+}
+# Answers of the app to a request no operation takes (components.responses).
+ROUTING_ERRORS: dict[str, Json] = {
+    "NotFound": response("No route for the path: `{\"error\": \"not found\"}`"),
+    "MethodNotAllowed": with_headers(
+        response("The path does not take the method: `{\"error\": \"method not allowed\"}`"),
+        Allow=ALLOW),
 }
 
 
@@ -74,12 +123,16 @@ def errors(*codes: str) -> Json:
 TIME: Json = {"type": "string", "format": "date-time",
               "description": "RFC 3339 with an offset (Z or ±hh:mm)",
               "example": "2026-06-05T10:00:00Z"}
-HOST: Json = {"type": "string", "minLength": 1, "maxLength": MAX_HOST_LEN, "example": "web-01"}
+HOST: Json = {"type": "string", "minLength": 1, "maxLength": MAX_HOST_LEN, "example": "web-01",
+              "description": "Not only white space (trimmed); no control or bidi character",
+              "pattern": f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$"}
 LABELS: Json = {
     "type": "object", "maxProperties": MAX_LABELS,
     "description": f"Label keys match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_LABEL_KEY_LEN} "
-                   f"characters); values are 1 to {MAX_LABEL_VALUE_LEN} characters",
-    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_VALUE_LEN},
+                   f"characters); values are 1 to {MAX_LABEL_VALUE_LEN} characters without "
+                   "control or bidi characters",
+    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_VALUE_LEN,
+                             "pattern": f"^[^{CONTROL_CLASS}]+$"},
     "example": {"core": "total"},
 }
 METRIC_NAME: Json = {
@@ -91,9 +144,9 @@ METRIC_NAME: Json = {
 }
 
 SCHEMAS: dict[str, Json] = {
-    "Error": {"type": "object", "required": ["error"],
-              "properties": {"error": {"type": "string", "example": "metrics[3].value: "
-                                                                    "must be finite"}}},
+    "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+              "properties": {"error": {"type": "string", "minLength": 1,
+                                       "example": "metrics[3].value: must be finite"}}},
     "Status": {"type": "object", "required": ["status"],
                "properties": {"status": {"type": "string", "enum": ["ok"]}}},
     "Unready": {"type": "object", "required": ["status", "error"],
@@ -106,7 +159,9 @@ SCHEMAS: dict[str, Json] = {
                                             "in the future"},
             "host": {**HOST, "description": "Equal to the batch host (inherited when absent)"},
             "name": METRIC_NAME,
-            "value": {"type": "number", "description": "Finite; not a boolean or a string"},
+            "value": {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE,
+                      "description": "Finite, within ±1e100 (so that every aggregate stays "
+                                     "finite); not a boolean or a string"},
             "labels": LABELS,
         },
     },
@@ -151,7 +206,10 @@ SCHEMAS: dict[str, Json] = {
 
 BEARER: list[Json] = [{"bearerAuth": []}]  # OpenAPI 3.0: http schemes list no scopes
 GZIP_HEADER: Json = {"name": "Content-Encoding", "in": "header", "required": False,
-                     "schema": {"type": "string", "enum": ["gzip", "identity"]}}
+                     "description": "gzip (or x-gzip) for a compressed body; identity, empty "
+                                    "or absent for a plain one; case-insensitive. Anything "
+                                    "else is a 415",
+                     "schema": {"type": "string", "enum": ["gzip", "x-gzip", "identity", ""]}}
 
 METRIC_QUERY_PARAMS: list[Json] = [
     query_param("host", "Host name; without it the query is fleet-wide: every host's points "
@@ -185,7 +243,8 @@ OPERATIONS: dict[str, dict[str, Json]] = {
     "/readyz": {"get": {
         "summary": "Readiness: the database answers", "tags": ["health"], "security": [],
         "responses": {"200": response("Ready", "Status"),
-                      "503": response("The database is unavailable", "Unready")}}},
+                      "503": with_headers(response("The database is unavailable",
+                                                   "Unready"), Retry_After=RETRY_AFTER)}}},
     "/api/v1/metrics": {"post": {
         "summary": "Ingest a metric batch (stored whole or not at all)", "tags": ["metrics"],
         "security": BEARER, "x-token-scope": "ingest", "parameters": [GZIP_HEADER],
@@ -221,15 +280,26 @@ def add_schema(name: str, schema: Json) -> None:
 
 def build_document() -> Json:
     """The whole OpenAPI document, as a fresh dict."""
+    paths = copy.deepcopy(OPERATIONS)
+    for path, operations in paths.items():
+        for operation in operations.values():
+            answers = operation["responses"]
+            for code, answer in EVERY_OPERATION.items():
+                if not (code == "503" and path == "/healthz"):
+                    answers.setdefault(code, copy.deepcopy(answer))
     return {
         "openapi": "3.0.3",
         "info": {"title": "MiniObserv API", "version": __version__,
                  "description": "Metrics and logs of a fleet of hosts. Errors are "
                                 "`{\"error\": \"<message naming the field>\"}`; request "
-                                "bodies may be gzip-compressed."},
-        "paths": copy.deepcopy(OPERATIONS),
+                                "bodies may be gzip-compressed. A path no operation "
+                                "describes answers components.responses.NotFound, a method "
+                                "a path does not take MethodNotAllowed (with Allow); "
+                                "414 and 431 come from gunicorn, as HTML."},
+        "paths": paths,
         "components": {
             "schemas": copy.deepcopy(SCHEMAS),
+            "responses": copy.deepcopy(ROUTING_ERRORS),
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                 "description": "HS256 JWT signed with AGENT_TOKEN (read tokens: with "

@@ -274,7 +274,13 @@ def test_absurd_values_are_400(client: FlaskClient, tokens: Tokens, repos: FakeR
 
 
 def test_big_finite_number_is_accepted(client: FlaskClient, tokens: Tokens) -> None:
-    assert post_raw(client, tokens, _text_with_value("1e300")).status_code == 202
+    assert post_raw(client, tokens, _text_with_value("1e100")).status_code == 202
+    assert post_raw(client, tokens, _text_with_value("-1e100")).status_code == 202
+
+
+def test_a_number_past_the_bound_is_400(client: FlaskClient, tokens: Tokens) -> None:
+    assert error_of(post_raw(client, tokens, _text_with_value("1e300"))) == \
+        "metrics[0].value: must be within ±1e+100"
 
 
 @pytest.mark.parametrize(("data", "expected"), [

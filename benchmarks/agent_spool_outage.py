@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,10 @@ import threading
 import time
 from pathlib import Path
 
-from miniobserv.stubserver import StubSettings, make_server
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from miniobserv.stubserver import StubSettings, make_server  # noqa: E402
+from tests.integration.faultkit import spool_rows  # noqa: E402
 
 STOPPED = re.compile(r"agent stopped: (\d+) batches sent, (\d+) dropped, (\d+) lost, "
                      r"drops: (.*)$", re.MULTILINE)
@@ -45,16 +47,6 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def spool_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        try:
-            return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
 
 
 def wait_for(text: str, log_path: Path, timeout: float = 30.0) -> None:
@@ -88,10 +80,10 @@ def run(minutes: float, normal_s: float, workdir: Path) -> dict[str, object]:
         while time.monotonic() < outage_end:
             time.sleep(min(5.0, max(0.0, outage_end - time.monotonic())))
             peak_kb = max(peak_kb, status_kb(agent.pid, "VmRSS"))
-            rows = max(rows, spool_rows(spool_dir / "spool.sqlite3"))
+            rows = max(rows, spool_rows(spool_dir))
         settings.status = None
         recovered = time.monotonic()
-        while spool_rows(spool_dir / "spool.sqlite3") and time.monotonic() - recovered < 3600:
+        while spool_rows(spool_dir) and time.monotonic() - recovered < 3600:
             time.sleep(1.0)
             peak_kb = max(peak_kb, status_kb(agent.pid, "VmRSS"))
         replay_s = time.monotonic() - recovered

@@ -10,12 +10,13 @@ import atexit
 import logging
 import threading
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 
 from miniobserv.config import ServerConfig
 from miniobserv.server import api
 from miniobserv.server.alerting.service import AlertingService
 from miniobserv.server.api.context import install
+from miniobserv.server.api.errors import readiness_unavailable
 from miniobserv.server.api.jsonio import OrjsonProvider
 from miniobserv.server.storage.base import Repositories, StorageUnavailable
 from miniobserv.server.telemetry import telemetry_for_process
@@ -78,14 +79,23 @@ class PendingMigrations:
         self._lock = threading.Lock()
 
     def ensure(self) -> None:
-        """Run the migrations unless done; raise StorageUnavailable while the database is down."""
+        """Run the migrations unless done; raise StorageUnavailable while the database is down.
+
+        One thread tries at a time; the others answer 503 at once instead of queueing behind
+        it (each attempt may take ``migrate.CONNECT_TIMEOUT_S``: queued, a request could wait
+        many of them, far past REQUEST_TIMEOUT).
+        """
         from miniobserv.server.storage import migrate
 
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            raise StorageUnavailable("database unavailable: migrations being retried")
+        try:
             if not self.done:
                 migrate.upgrade_or_unavailable(self.database_url)
                 self.done = True
                 logger.info("database reachable again: migrations done")
+        finally:
+            self._lock.release()
 
     def before_request(self) -> Response | tuple[Response, int] | None:
         if self.done or request.endpoint == "health.healthz":
@@ -94,8 +104,8 @@ class PendingMigrations:
             self.ensure()
         except StorageUnavailable:
             if request.endpoint == "health.readyz":
-                return jsonify(status="unavailable", error="database unavailable"), 503
-            raise
+                return readiness_unavailable()
+            raise  # the 503 of every other endpoint, Retry-After included
         return None
 
 

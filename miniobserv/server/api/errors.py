@@ -2,7 +2,8 @@
 
 Views raise :class:`ApiError` (or let a model :class:`~miniobserv.errors.ValidationError`
 escape); :func:`register_error_handlers` turns those, marshmallow errors, routing errors
-(404, 405, 413 …), :class:`StorageUnavailable` (503), :class:`BatchConflict` (409: a
+(404, 405, 413 …), :class:`StorageUnavailable` (503 with ``Retry-After``, as every answer
+meaning "the database is unavailable, come back later"), :class:`BatchConflict` (409: a
 ``batch_id`` reused for other content), :class:`LimitExceeded` (400 naming the field: a
 cardinality limit) and anything unexpected (500, logged with its
 traceback) into the same JSON shape.
@@ -25,6 +26,12 @@ from miniobserv.server.storage.base import BatchConflict, StorageUnavailable
 from miniobserv.server.storage.series import LimitExceeded
 
 logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait after a 503 of an unavailable database (``Retry-After``).
+# The agent waits the longer of this and its own backoff, so this only sets the first retries'
+# pace: a database restart takes a few seconds, and the pool reconnects within about as long.
+STORAGE_RETRY_AFTER_S = 5
+UNAVAILABLE_HEADERS: Mapping[str, str] = {"Retry-After": str(STORAGE_RETRY_AFTER_S)}
 
 
 class ApiError(Exception):
@@ -92,7 +99,14 @@ def _handle_http_exception(err: HTTPException) -> WerkzeugResponse:
 
 def _handle_storage_unavailable(err: StorageUnavailable) -> Response:
     logger.warning("storage unavailable during %s %s: %s", request.method, request.path, err)
-    return error_response(503, "storage unavailable")
+    return error_response(503, "storage unavailable", UNAVAILABLE_HEADERS)
+
+
+def readiness_unavailable() -> tuple[Response, int]:
+    """``/readyz``'s answer while the database is down (its own body, SPEC §3)."""
+    response = jsonify(status="unavailable", error="database unavailable")
+    response.headers.update(UNAVAILABLE_HEADERS)
+    return response, 503
 
 
 def _handle_batch_conflict(err: BatchConflict) -> Response:

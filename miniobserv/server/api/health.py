@@ -7,6 +7,7 @@ import logging
 from flask import Blueprint, Response, jsonify
 
 from miniobserv.server.api.context import current_repos
+from miniobserv.server.api.errors import readiness_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +22,11 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """200 when the database answers a trivial query now, 503 otherwise."""
+    """200 when the database answers a trivial query now, 503 (with ``Retry-After``)
+    otherwise."""
     try:
         current_repos().ping()
     except Exception as err:  # noqa: BLE001 - any failure is "not ready"; reason goes to the log
         logger.warning("readiness check failed: %s: %s", type(err).__name__, err)
-        return jsonify(status="unavailable", error="database unavailable"), 503
+        return readiness_unavailable()
     return jsonify(status="ok"), 200

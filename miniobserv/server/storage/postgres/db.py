@@ -32,7 +32,10 @@ from miniobserv.server.storage.series import (
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3  # per connection attempt: a dead database answers quickly
-POOL_TIMEOUT_S = 5.0  # how long a request waits for a pooled connection before 503
+# How long a request waits for a pooled connection before 503: this, or REQUEST_TIMEOUT when
+# shorter (the pool is given the request's own bound, so a request waiting for a database
+# that is down never outlives it).
+POOL_TIMEOUT_S = 5.0
 PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database is down
 # A reconnection attempt gives up after this long; the next request starts a fresh one. Keeps
 # the pool's exponential backoff short, so service resumes soon after a long outage.
@@ -215,6 +218,12 @@ class PostgresDatabase:
     connection running longer: the repository raises StorageUnavailable and the API answers
     503. Work that may rightly take longer runs inside :meth:`unbounded_statements`.
     Migrations use connections of their own and are never cut.
+
+    During a database outage a request waits at most ``pool_timeout`` (POOL_TIMEOUT_S, or
+    ``statement_timeout`` when shorter) for a connection, then gets StorageUnavailable. The
+    pool reconnects by itself: a connection attempt retries with backoff (1, 2, 4 s …) for
+    RECONNECT_TIMEOUT_S, then gives up; the next waiting request starts a new one, so the
+    first requests after the database is back are served within a few seconds.
     """
 
     def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10,
@@ -223,9 +232,11 @@ class PostgresDatabase:
         self._statement_timeout_ms = None if statement_timeout is None else \
             max(1, round(statement_timeout.total_seconds() * 1000))
         self._unbounded = threading.local()
+        self.pool_timeout = POOL_TIMEOUT_S if statement_timeout is None else \
+            min(POOL_TIMEOUT_S, statement_timeout.total_seconds())
         self.pool = ConnectionPool(
             database_url, min_size=min_size, max_size=max_size, open=False,
-            timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_TIMEOUT_S,
+            timeout=self.pool_timeout, reconnect_timeout=RECONNECT_TIMEOUT_S,
             check=self._check_out, kwargs=pool_kwargs(database_url), name="miniobserv")
 
     def open(self) -> PostgresDatabase:

@@ -43,7 +43,8 @@ from miniobserv.server.storage.postgres import db as postgres_db
 from miniobserv.server.storage.shaping import bucket_floor, canonical_labels
 from tests.fakes import FakeRepositories, sample_key
 from tests.server.storage.conftest import NO_TIMESCALEDB, STORES, config_for
-from tests.server.storage.test_contract import assert_same, reference_points
+from tests.server.storage.test_contract import assert_same
+from tests.server.storage.test_fleetquery_contract import fleet_reference as reference
 from tests.server.storage.test_fleetquery_contract import top_reference
 
 NAME, OTHER = "cpu.usage_pct", "mem.used_pct"
@@ -162,24 +163,6 @@ def matches(m: Metric, name: str, start: datetime | None, end: datetime | None,
     return m.name == name and host in (None, m.host) and \
         (start is None or start <= m.time) and (end is None or m.time <= end) and \
         all(m.labels.get(k) == v for k, v in labels)
-
-
-def reference(points: Sequence[Metric], query: MetricQuery) -> list[Series]:
-    """SPEC §3's answer, ``host`` optional, ``group_by=host`` grouping by host."""
-    groups: dict[str, list[Metric]] = defaultdict(list)
-    for m in points:
-        if not matches(m, query.name, query.start, query.end, query.host, query.labels):
-            continue
-        if query.group_by == HOST_GROUP:
-            groups[m.host].append(m)
-        elif query.group_by is None:
-            groups[""].append(m)
-        elif query.group_by in m.labels:
-            groups[m.labels[query.group_by]].append(m)
-    if query.group_by is None:
-        return [Series({}, reference_points(groups.get("", []), query))]
-    return [Series({query.group_by: key}, reference_points(groups[key], query))
-            for key in sorted(groups)]
 
 
 def latest_reference(points: Sequence[Metric], since: datetime, name: str | None,

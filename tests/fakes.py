@@ -103,6 +103,11 @@ class FakeMetricsRepository:
         self.limits = Limits()
         self.ledger = SeriesLedger()
         self.series: dict[tuple[str, str, str], datetime] = {}  # the series table: last_seen
+        self.series_ids: dict[tuple[str, str, str], int] = {}  # ids handed out, never reused
+
+    def series_id(self, key: tuple[str, str, str]) -> int:
+        """The id of series ``key`` (a new one the first time)."""
+        return self.series_ids.setdefault(key, len(self.series_ids) + 1)
 
     def _check_up(self) -> None:
         if self.down:
@@ -221,8 +226,10 @@ class FakeSeriesTransaction:
     def lock_host(self, host: str) -> None:
         pass
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> dict[SeriesKey, int]:
         self._pending.update(((host, *key), now) for key in keys)
+        return {key: self._repo.series_id((host, *key)) for key in keys}
 
     def commit(self) -> None:
         self._repo.series.update(self._pending)
@@ -413,7 +420,7 @@ class FakeRepositories:
     def unbounded_statements(self) -> AbstractContextManager[None]:
         return nullcontext()  # nothing cuts the fake's statements
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
         """Always False: the maintenance job enforces retention, as on SQLite."""
         return False
 

@@ -39,8 +39,8 @@ PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database
 RECONNECT_TIMEOUT_S = 10.0
 RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
 # Each table's retention policy first runs at its own offset, as its migration set it, clear
-# of every other policy's first run (0001: metrics; 0002: logs).
-RETENTION_STARTS: Mapping[str, str] = {"metrics": "1 hour 17 minutes", "logs": "1 hour 43 minutes"}
+# of every other policy's first run (0007: samples; 0002: logs).
+RETENTION_STARTS: Mapping[str, str] = {"samples": "1 hour 17 minutes", "logs": "1 hour 43 minutes"}
 
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (%s, %s, %s, %s) ON CONFLICT (batch_id, kind) DO NOTHING"""
@@ -59,22 +59,23 @@ _UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_s
     FROM unnest(%(names)s::text[], %(texts)s::text[]) WITH ORDINALITY AS k(name, labels_text, n)
     ORDER BY k.n
     ON CONFLICT (host, name, labels_text) DO UPDATE SET
-        last_seen = greatest(series.last_seen, excluded.last_seen)"""
+        last_seen = greatest(series.last_seen, excluded.last_seen)
+    RETURNING id, name, labels_text"""
 
-# Continuous aggregates of migration 0005 by bucket, and how each aggregate is computed from
+# Continuous aggregates of migration 0007 by bucket, and how each aggregate is computed from
 # their rows (several per bucket when several label sets match). Both read the raw table, so
 # min, max, count and last equal the raw query's exactly; sum and avg add the same values,
 # maybe in another order (equal up to float rounding; exactly when the sums are exact).
-ROLLUP_VIEWS: Mapping[str, str] = {"1h": "metrics_1h", "1d": "metrics_1d"}
-# 0005's refresh policies: each view refreshes [now - start_offset, now - REFRESH_END].
-ROLLUP_WIDTHS: Mapping[str, timedelta] = {"metrics_1h": timedelta(hours=1),
-                                          "metrics_1d": timedelta(days=1)}
+ROLLUP_VIEWS: Mapping[str, str] = {"1h": "samples_1h", "1d": "samples_1d"}
+# 0007's refresh policies (0005's, rebuilt on samples): each view refreshes [now - start_offset, now - REFRESH_END].
+ROLLUP_WIDTHS: Mapping[str, timedelta] = {"samples_1h": timedelta(hours=1),
+                                          "samples_1d": timedelta(days=1)}
 REFRESH_START = timedelta(days=3)
 REFRESH_END = timedelta(hours=1)
 REFRESH_MARGIN = timedelta(hours=1)  # the window ends this far inside the raw retention
-# When a refresh policy is replaced, its first run, as migration 0005 staggers them.
-REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"metrics_1h": timedelta(minutes=7),
-                                              "metrics_1d": timedelta(minutes=37)}
+# When a refresh policy is replaced, its first run, as migration 0007 staggers them.
+REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"samples_1h": timedelta(minutes=7),
+                                              "samples_1d": timedelta(minutes=37)}
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -167,10 +168,12 @@ class PostgresSeries:
         self._conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                            (SERIES_LOCK_CLASS, host))
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
-        self._conn.execute(_UPSERT_SERIES, {"host": host, "now": now,
-                                            "names": [key[0] for key in keys],
-                                            "texts": [key[1] for key in keys]})
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> dict[SeriesKey, int]:
+        rows = self._conn.execute(_UPSERT_SERIES, {"host": host, "now": now,
+                                                   "names": [key[0] for key in keys],
+                                                   "texts": [key[1] for key in keys]}).fetchall()
+        return {(name, text): series_id for series_id, name, text in rows}
 
     def _one(self, statement: str, *params: Any) -> Any:
         row = self._conn.execute(statement, params or None).fetchone()
@@ -272,7 +275,7 @@ class PostgresDatabase:
         with translate_errors(), self.pool.connection() as conn:
             return has_timescaledb(conn)
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
         """Make TimescaleDB's retention policy on ``table`` drop chunks past ``retention``.
 
         Returns False (and changes nothing) without TimescaleDB: the maintenance job then
@@ -350,15 +353,15 @@ def sync_rollup_refresh(conn: psycopg.Connection[Any], retention: timedelta) -> 
 
 def width_schedule(view: str) -> timedelta:
     """How often 0005 refreshes ``view``: every 30 minutes (1 h buckets) or hour (1 d)."""
-    return timedelta(minutes=30) if view == "metrics_1h" else timedelta(hours=1)
+    return timedelta(minutes=30) if view == "samples_1h" else timedelta(hours=1)
 
 
 def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
-                   table: str = "metrics") -> bool:
+                   table: str = "samples") -> bool:
     """Replace ``table``'s retention policy unless it already drops after ``retention``;
-    for ``metrics``, the rollups' refresh windows follow it (:func:`sync_rollup_refresh`).
+    for ``samples``, the rollups' refresh windows follow it (:func:`sync_rollup_refresh`).
 
-    ``table`` is ``metrics`` or ``logs`` (ValueError otherwise).
+    ``table`` is ``samples`` or ``logs`` (ValueError otherwise).
     """
     if table not in RETENTION_STARTS:
         raise ValueError(f"no retention policy for table {table!r}")
@@ -366,7 +369,7 @@ def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
         return False
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
-        if table == "metrics":
+        if table == "samples":
             sync_rollup_refresh(conn, retention)
         row = conn.execute(
             "SELECT (config ->> 'drop_after')::interval = %s::interval"

@@ -57,7 +57,8 @@ _UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_s
     SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
         json_extract(value, '$[1]'), ?, ? FROM json_each(?) WHERE true
     ON CONFLICT (host, name, labels_text) DO UPDATE SET
-        last_seen = max(series.last_seen, excluded.last_seen)"""
+        last_seen = max(series.last_seen, excluded.last_seen)
+    RETURNING id, name, labels_text"""
 
 
 def from_micros(micros: int) -> datetime:
@@ -252,9 +253,11 @@ class SQLiteSeries:
     def lock_host(self, host: str) -> None:
         pass
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> dict[SeriesKey, int]:
         micros = to_micros(now)
-        self._conn.execute(_UPSERT_SERIES, (host, micros, micros, json.dumps(keys)))
+        rows = self._conn.execute(_UPSERT_SERIES, (host, micros, micros, json.dumps(keys)))
+        return {(name, text): series_id for series_id, name, text in rows.fetchall()}
 
 
 def _claim(conn: sqlite3.Connection, claim: BatchClaim, now: int) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -144,10 +144,36 @@ class Admission:
 
 def batch_series(batch: MetricBatch) -> dict[SeriesKey, int]:
     """The batch's distinct series keys, each with the index of its first metric, in order."""
-    keys: dict[SeriesKey, int] = {}
-    for index, metric in enumerate(batch.metrics):
-        keys.setdefault((metric.name, canonical_labels(metric.labels)), index)
-    return keys
+    return first_indexes(point_keys(batch))
+
+
+def point_keys(batch: MetricBatch) -> list[SeriesKey]:
+    """The series key of each metric of the batch, in order."""
+    return [(m.name, canonical_labels(m.labels) if m.labels else "{}") for m in batch.metrics]
+
+
+def first_indexes(keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
+    """Each distinct key of ``keys`` with the index of its first occurrence, in order."""
+    first: dict[SeriesKey, int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    return first
+
+
+def cached_ids(ledger: SeriesLedger, host: str, keys: Iterable[SeriesKey],
+               now: datetime) -> dict[SeriesKey, int] | None:
+    """Every key's series id when ``host`` and all ``keys`` are fresh in ``ledger``: then
+    :func:`admit` has nothing to check or write, and the batch needs no statement for its
+    series. None otherwise."""
+    if not ledger.is_fresh(host, now):
+        return None
+    ids: dict[SeriesKey, int] = {}
+    for key in keys:
+        fresh, series_id = ledger.fresh((host, *key), now)
+        if not fresh or series_id is None:
+            return None
+        ids[key] = series_id
+    return ids
 
 
 def admit(tx: SeriesTransaction, ledger: SeriesLedger, limits: Limits, host: str,

@@ -27,6 +27,8 @@ from miniobserv.server.storage.series import (
     SeriesKey,
     SeriesLedger,
     admit,
+    cached_ids,
+    first_indexes,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,24 @@ _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, dig
 _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = %s AND kind = %s"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
+# A batch's samples and its host's last_seen in ONE statement (atomic in autocommit mode);
+# with a claim, both only when the claim is new (a retry writes nothing). A later write of a
+# series and time replaces the value; the batch is deduplicated first (last one wins), as
+# ON CONFLICT DO UPDATE may not touch a row twice.
+_CLAIM_PART = """claim AS (INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
+    VALUES (%(batch_id)s, %(kind)s, %(now)s, %(digest)s)
+    ON CONFLICT (batch_id, kind) DO NOTHING RETURNING 1), """
+_WRITE_SAMPLES = """WITH {claim}written AS (INSERT INTO samples (series_id, time, value)
+        SELECT * FROM unnest(%(ids)s::bigint[], %(times)s::timestamptz[], %(values)s::float8[])
+        {claimed}
+        ON CONFLICT (series_id, time) DO UPDATE SET value = excluded.value)
+    INSERT INTO hosts (host, last_seen) SELECT %(host)s, %(now)s {claimed}
+    ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)
+    RETURNING 1"""
+_CLAIMED = "WHERE EXISTS (SELECT 1 FROM claim)"
+WRITE_WITH_CLAIM = _WRITE_SAMPLES.format(claim=_CLAIM_PART, claimed=_CLAIMED)
+WRITE = _WRITE_SAMPLES.format(claim="", claimed="")
+
 # Advisory lock classes (the two-int4 key space, apart from the bigint keys above): one lock
 # per host while its new series are counted and created, one while a new host is admitted.
 SERIES_LOCK_CLASS = 0x6D6F7365  # "mose"
@@ -138,6 +158,69 @@ def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
                 copy.write_row(row)
         conn.execute(_TOUCH_HOST, (host, now))
     admitted.remember(ingest.ledger)
+
+
+Sample = tuple[SeriesKey, datetime, float]  # a point: its series key, time and value
+
+
+def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
+                  points: Sequence[Sample]) -> None:
+    """Store one metric batch: the claim, the limits, the samples and ``last_seen``.
+
+    When this process's ledger knows the host and every series as written lately (the
+    steady state), the batch is ONE statement (:data:`WRITE_WITH_CLAIM`), one round trip
+    after the pool's check. Otherwise one transaction: the claim, :func:`admit` (which
+    checks the limits and upserts the series, returning their ids), then the same
+    statement without its claim. Same outcomes as :func:`copy_batch`.
+    """
+    now = datetime.now(UTC)
+    keys = first_indexes([point[0] for point in points])
+    ids = cached_ids(ingest.ledger, host, keys, now)
+    with translate_errors(), ingest.pool.connection() as conn:
+        conn.autocommit = True  # one statement is its own transaction: no BEGIN, no COMMIT
+        try:
+            if ids is not None and _write_at_once(conn, claim, _write_params(ids, host,
+                                                                              points, now)):
+                return
+            with conn.transaction():
+                if claim is not None and not _claim(conn, claim, now):
+                    return  # stored before: nothing more to do
+                admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,
+                                 keys, now)
+                conn.execute(WRITE, _write_params(admitted.ids, host, points, now))
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+    admitted.remember(ingest.ledger)
+
+
+def _write_at_once(conn: psycopg.Connection[Any], claim: BatchClaim | None,
+                   params: dict[str, Any]) -> bool:
+    """The steady state's one statement; False when the claim vanished meanwhile (pruned:
+    the caller claims again). Raises BatchConflict."""
+    if claim is None:
+        conn.execute(WRITE, params)
+        return True
+    params.update(batch_id=claim.batch_id, kind=claim.kind, digest=claim.digest)
+    return conn.execute(WRITE_WITH_CLAIM, params).fetchone() is not None or \
+        _is_retry(conn, claim)
+
+
+def _write_params(ids: Mapping[SeriesKey, int], host: str, points: Sequence[Sample],
+                  now: datetime) -> dict[str, Any]:
+    latest = {(ids[key], time): value for key, time, value in points}  # last one wins
+    return {"ids": [key[0] for key in latest], "times": [key[1] for key in latest],
+            "values": list(latest.values()), "host": host, "now": now}
+
+
+def _is_retry(conn: psycopg.Connection[Any], claim: BatchClaim) -> bool:
+    """After a claim that claimed nothing: True for the retry of a stored batch (or
+    BatchConflict), False when the claim vanished meanwhile (pruned: claim again)."""
+    row = conn.execute(_CLAIMED_DIGEST, (claim.batch_id, claim.kind)).fetchone()
+    if row is None:
+        return False
+    claim.check_retry(row[0])
+    return True
 
 
 class PostgresSeries:

@@ -54,8 +54,6 @@ US = timedelta(microseconds=1)
 
 GRID_STORES = [*STORES, pytest.param("timescaledb", marks=[pytest.mark.integration,
                                                            pytest.mark.timescaledb])]
-# The stores that keep one value per (series, time) already.
-REPLACING_STORES = ["fake", "sqlite"]
 
 
 # --- the data set ---------------------------------------------------------------------------
@@ -244,14 +242,14 @@ def rewritten_data(data: DataSet) -> DataSet:
     return rewritten(data)
 
 
-@pytest.fixture(scope="module", params=REPLACING_STORES)
+@pytest.fixture(scope="module", params=GRID_STORES)
 def replaced(request: pytest.FixtureRequest, rewritten_data: DataSet) -> Iterator[Repositories]:
     """A store that was sent ``data`` and then a fifth of it again with other values."""
     for repos in opened(request.param, request):
         yield load(repos, rewritten_data)
 
 
-@pytest.fixture(params=REPLACING_STORES)
+@pytest.fixture(params=GRID_STORES)
 def empty(request: pytest.FixtureRequest) -> Iterator[Repositories]:
     """An empty store of this test alone."""
     yield from opened(request.param, request)

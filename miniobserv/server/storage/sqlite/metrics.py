@@ -34,7 +34,7 @@ from miniobserv.server.storage.base import (
     to_micros,
 )
 from miniobserv.server.storage.claims import metrics_claim
-from miniobserv.server.storage.series import SeriesKey
+from miniobserv.server.storage.series import SeriesKey, first_indexes
 from miniobserv.server.storage.shaping import (
     canonical_labels,
     json_path,
@@ -90,14 +90,12 @@ class SQLiteMetrics:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         metrics = batch.metrics
         keys = series_keys(metrics)
-        first: dict[SeriesKey, int] = {}
-        for index, key in enumerate(keys):
-            first.setdefault(key, index)
 
         def rows(ids: Mapping[SeriesKey, int]) -> list[tuple[int, int, float]]:
             return [(ids[key], to_micros(m.time), m.value) for key, m in zip(keys, metrics, strict=True)]
 
-        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows, first)
+        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows,
+                     first_indexes(keys))
         return len(metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:

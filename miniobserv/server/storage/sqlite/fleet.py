@@ -33,19 +33,20 @@ from miniobserv.server.storage.fleet_common import (
     never,
     outbox_status,
 )
-from miniobserv.server.storage.shaping import canonical_labels, merge_latest
+from miniobserv.server.storage.shaping import canonical_labels
 from miniobserv.server.storage.sqlite.db import SQLiteDatabase, from_micros
 
 log = logging.getLogger(__name__)
 
-# Per matching series (name, host and label filters on ``series``), its newest sample: one
-# probe of the key (series_id, time) from its end, kept when within the window. Labels are
-# the canonical text, one spelling per series.
-_LATEST = """SELECT r.host, r.name, r.labels, s.time, s.value
+# Per matching series (name, host and label filters on ``series``, read from its unique
+# index (host, name, labels_text) in that order), its newest sample: one probe of the key
+# (series_id, time) from its end, kept when within the window. One row per series, sorted.
+_LATEST = """SELECT r.host, r.name, r.labels_text, s.time, s.value
     FROM series AS r CROSS JOIN samples AS s
     WHERE {where} AND s.series_id = r.id AND s.time = (
         SELECT time FROM samples WHERE series_id = r.id ORDER BY time DESC LIMIT 1)
-      AND s.time >= :since{limit}"""
+      AND s.time >= :since
+    ORDER BY r.host, r.name, r.labels_text{limit}"""
 # One retention chunk: expired samples of the series from id :first on, in key order, each
 # series' expired rows being the start of its key range (nothing newer is read).
 _EXPIRED_SAMPLES = """SELECT s.series_id, s.time FROM series AS r CROSS JOIN samples AS s
@@ -92,7 +93,8 @@ class SQLiteFleet:
                limit: int | None = None) -> list[LatestValue]:
         """One statement: the matching series, then each one's newest sample (one key probe).
 
-        Label filters compare ``json_extract`` of ``series.labels`` per key.
+        Label filters compare ``json_extract`` of ``series.labels_text`` per key. Sorted by
+        SQLite's BINARY collation of UTF-8 text, which is code-point order (as merge_latest).
         """
         clauses = []
         params: dict[str, Any] = {"since": to_micros(since), "name": name, "host": host,
@@ -104,13 +106,14 @@ class SQLiteFleet:
         for index, (key, value) in enumerate(labels):
             params[f"key{index}"] = '$."' + key.replace('"', "") + '"'
             params[f"value{index}"] = value
-            clauses.append(f"json_extract(r.labels, :key{index}) = :value{index}")
+            clauses.append(f"json_extract(r.labels_text, :key{index}) = :value{index}")
         statement = _LATEST.format(where=" AND ".join(clauses) or "true",
                                    limit="" if limit is None else " LIMIT :limit")
         with self._db.read() as conn:
             rows = conn.execute(statement, params).fetchall()
-        return merge_latest(LatestValue(h, n, json.loads(lab), from_micros(t), float(v))
-                            for h, n, lab, t, v in rows)
+        parsed: dict[str, dict[str, str]] = {}  # label sets shared by many hosts: parsed once
+        return [LatestValue(h, n, parsed.get(text) or parsed.setdefault(text, json.loads(text)),
+                            from_micros(t), float(v)) for h, n, text, t, v in rows]
 
     def alert_states(self) -> list[AlertState]:
         with self._db.read() as conn:

@@ -7,7 +7,8 @@ batch wins). Its series (host, name, canonical labels) is a row of ``series``.
 
 Every query is one statement that walks the matching series first (the unique index
 ``series(host, name, labels_text)`` for one host, the series table for the fleet; label
-filters and ``group_by`` read ``series.labels``) and, for each, the key range of its samples
+filters and ``group_by`` read ``series.labels_text``, the canonical JSON in that index, so
+the series are read from the index alone) and, for each, the key range of its samples
 in ``[start, end]`` (``CROSS JOIN`` fixes that order for SQLite's planner). Times are
 INTEGER microseconds since the UTC epoch, so bucketing is exact integer arithmetic and
 answers match PostgreSQL's ``date_bin``. ``sum/avg/min/max/count`` and ``last`` run in SQL;
@@ -186,7 +187,7 @@ def group_expression(query: MetricQuery) -> str:
     """The series a sample belongs to in the answer: its host, its ``group_by`` label, ''."""
     if query.group_by == HOST_GROUP:
         return "r.host"
-    return "''" if query.group_by is None else "json_extract(r.labels, :group)"
+    return "''" if query.group_by is None else "json_extract(r.labels_text, :group)"
 
 
 def series_filter(query: MetricQuery) -> tuple[str, dict[str, Any]]:
@@ -199,10 +200,10 @@ def series_filter(query: MetricQuery) -> tuple[str, dict[str, Any]]:
     clauses.append("r.name = :name")
     for index, (key, value) in enumerate(query.labels):
         params[f"key{index}"], params[f"value{index}"] = json_path(key), value
-        clauses.append(f"json_extract(r.labels, :key{index}) = :value{index}")
+        clauses.append(f"json_extract(r.labels_text, :key{index}) = :value{index}")
     if query.group_by is not None and query.group_by != HOST_GROUP:
         params["group"] = json_path(query.group_by)
-        clauses.append("json_extract(r.labels, :group) IS NOT NULL")
+        clauses.append("json_extract(r.labels_text, :group) IS NOT NULL")
     return " AND ".join(clauses), params
 
 

@@ -93,7 +93,8 @@ class SQLiteMetrics:
         keys = series_keys(metrics)
 
         def rows(ids: Mapping[SeriesKey, int]) -> list[tuple[int, int, float]]:
-            return [(ids[key], to_micros(m.time), m.value) for key, m in zip(keys, metrics, strict=True)]
+            return [(ids[key], to_micros(m.time), m.value)
+                    for key, m in zip(keys, metrics, strict=True)]
 
         insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows,
                      first_indexes(keys))

@@ -9,6 +9,7 @@ Connection failures become :class:`StorageUnavailable` (the API answers 503).
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,10 +18,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
-from miniobserv.server.storage.base import StorageError, StorageUnavailable
+from miniobserv.server.storage.base import (
+    MICROSECOND,
+    StorageError,
+    StorageUnavailable,
+)
 from miniobserv.server.storage.claims import BatchClaim
 from miniobserv.server.storage.series import (
     Limits,
@@ -50,22 +57,29 @@ _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = %s AND k
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
 # A batch's samples and its host's last_seen in ONE statement (atomic in autocommit mode);
-# with a claim, both only when the claim is new (a retry writes nothing). A later write of a
-# series and time replaces the value; the batch is deduplicated first (last one wins), as
-# ON CONFLICT DO UPDATE may not touch a row twice.
+# with a claim, both only when the claim is new (a retry writes nothing). The samples go in
+# by a plain INSERT first (the cheapest for the server: measured 2.8 ms of server CPU per
+# 1000 points against 4.4 with ON CONFLICT and 3.5 with COPY); only when that meets a stored
+# (series, time) is it sent again with ON CONFLICT DO UPDATE: a later write of a series and
+# time replaces the value. The batch is deduplicated first (last one wins), as ON CONFLICT
+# DO UPDATE may not touch a row twice.
 _CLAIM_PART = """claim AS (INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (%(batch_id)s, %(kind)s, %(now)s, %(digest)s)
     ON CONFLICT (batch_id, kind) DO NOTHING RETURNING 1), """
 _WRITE_SAMPLES = """WITH {claim}written AS (INSERT INTO samples (series_id, time, value)
-        SELECT * FROM unnest(%(ids)s::bigint[], %(times)s::timestamptz[], %(values)s::float8[])
-        {claimed}
-        ON CONFLICT (series_id, time) DO UPDATE SET value = excluded.value)
+        SELECT * FROM unnest(%(ids)b, %(times)b, %(values)b) {claimed}{replace})
     INSERT INTO hosts (host, last_seen) SELECT %(host)s, %(now)s {claimed}
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)
     RETURNING 1"""
 _CLAIMED = "WHERE EXISTS (SELECT 1 FROM claim)"
-WRITE_WITH_CLAIM = _WRITE_SAMPLES.format(claim=_CLAIM_PART, claimed=_CLAIMED)
-WRITE = _WRITE_SAMPLES.format(claim="", claimed="")
+_REPLACE = " ON CONFLICT (series_id, time) DO UPDATE SET value = excluded.value"
+# (claimed, replacing) -> statement
+WRITE: Mapping[tuple[bool, bool], str] = {
+    (claimed, replacing): _WRITE_SAMPLES.format(claim=_CLAIM_PART if claimed else "",
+                                                claimed=_CLAIMED if claimed else "",
+                                                replace=_REPLACE if replacing else "")
+    for claimed in (False, True) for replacing in (False, True)}
+SAMPLES_KEY = "pk_samples"
 
 # Advisory lock classes (the two-int4 key space, apart from the bigint keys above): one lock
 # per host while its new series are counted and created, one while a new host is admitted.
@@ -96,6 +110,67 @@ REFRESH_MARGIN = timedelta(hours=1)  # the window ends this far inside the raw r
 # When a refresh policy is replaced, its first run, as migration 0007 staggers them.
 REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"samples_1h": timedelta(minutes=7),
                                               "samples_1d": timedelta(minutes=37)}
+
+
+# --- arrays in PostgreSQL's binary format, built in one struct.pack each ---------------------
+# psycopg dumps list parameters element by element in Python (~1 ms per 1000 elements and
+# array); a batch's three arrays are built here instead and sent as they are.
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # binary timestamptz: microseconds since then
+_ELEMENTS: Mapping[int, tuple[str, int]] = {20: ("q", 8), 701: ("d", 8), 1184: ("q", 8)}
+
+
+class BinaryArray(bytes):
+    """A one-dimensional array of int8 (oid 20), float8 (701) or timestamptz (1184) in
+    PostgreSQL's binary format; :func:`binary_array` builds it."""
+
+    oid: int = 0
+
+
+class Int8Array(BinaryArray):
+    oid = 1016
+
+
+class Float8Array(BinaryArray):
+    oid = 1022
+
+
+class TimestamptzArray(BinaryArray):
+    oid = 1185
+
+
+def binary_array(kind: type[BinaryArray], element_oid: int, values: Sequence[Any]) -> BinaryArray:
+    """``values`` (ints, floats, or microseconds since PG_EPOCH) as an array of ``kind``."""
+    code, size = _ELEMENTS[element_oid]
+    count = len(values)
+    if count == 0:
+        return kind(struct.pack(">iiI", 0, 0, element_oid))
+    items: list[Any] = [size] * (2 * count)
+    items[1::2] = values
+    return kind(struct.pack(f">iiIii{'i' + code}" + ("i" + code) * (count - 1),
+                            1, 0, element_oid, count, 1, *items))
+
+
+def timestamptz_array(times: Sequence[datetime]) -> TimestamptzArray:
+    micros = [(time - PG_EPOCH) // MICROSECOND for time in times]
+    return TimestamptzArray(binary_array(TimestamptzArray, 1184, micros))
+
+
+class _ArrayDumper(Dumper):
+    """Sends a :class:`BinaryArray` as it is, typed by its class."""
+
+    format = Format.BINARY
+
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        self.oid = cls.oid  # type: ignore[attr-defined]
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
+for _kind in (Int8Array, Float8Array, TimestamptzArray):
+    psycopg.adapters.register_dumper(_kind, _ArrayDumper)
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -168,8 +243,8 @@ def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
     """Store one metric batch: the claim, the limits, the samples and ``last_seen``.
 
     When this process's ledger knows the host and every series as written lately (the
-    steady state), the batch is ONE statement (:data:`WRITE_WITH_CLAIM`), one round trip
-    after the pool's check. Otherwise one transaction: the claim, :func:`admit` (which
+    steady state), the batch is ONE statement (:data:`WRITE`), one round trip after the
+    pool's check (two when it replaces stored values). Otherwise one transaction: the claim, :func:`admit` (which
     checks the limits and upserts the series, returning their ids), then the same
     statement without its claim. Same outcomes as :func:`copy_batch`.
     """
@@ -187,7 +262,7 @@ def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
                     return  # stored before: nothing more to do
                 admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,
                                  keys, now)
-                conn.execute(WRITE, _write_params(admitted.ids, host, points, now))
+                conn.execute(WRITE[False, True], _write_params(admitted.ids, host, points, now))
         finally:
             if not conn.closed:
                 conn.autocommit = False
@@ -198,19 +273,24 @@ def _write_at_once(conn: psycopg.Connection[Any], claim: BatchClaim | None,
                    params: dict[str, Any]) -> bool:
     """The steady state's one statement; False when the claim vanished meanwhile (pruned:
     the caller claims again). Raises BatchConflict."""
-    if claim is None:
-        conn.execute(WRITE, params)
-        return True
-    params.update(batch_id=claim.batch_id, kind=claim.kind, digest=claim.digest)
-    return conn.execute(WRITE_WITH_CLAIM, params).fetchone() is not None or \
-        _is_retry(conn, claim)
+    if claim is not None:
+        params.update(batch_id=claim.batch_id, kind=claim.kind, digest=claim.digest)
+    try:
+        row = conn.execute(WRITE[claim is not None, False], params).fetchone()
+    except psycopg.errors.UniqueViolation as err:  # a stored (series, time): replace it
+        if not (err.diag.constraint_name or "").endswith(SAMPLES_KEY):  # a chunk's: 1_pk_samples
+            raise
+        row = conn.execute(WRITE[claim is not None, True], params).fetchone()
+    return row is not None or claim is None or _is_retry(conn, claim)
 
 
 def _write_params(ids: Mapping[SeriesKey, int], host: str, points: Sequence[Sample],
                   now: datetime) -> dict[str, Any]:
     latest = {(ids[key], time): value for key, time, value in points}  # last one wins
-    return {"ids": [key[0] for key in latest], "times": [key[1] for key in latest],
-            "values": list(latest.values()), "host": host, "now": now}
+    return {"ids": binary_array(Int8Array, 20, [key[0] for key in latest]),
+            "times": timestamptz_array([key[1] for key in latest]),
+            "values": binary_array(Float8Array, 701, [float(v) for v in latest.values()]),
+            "host": host, "now": now}
 
 
 def _is_retry(conn: psycopg.Connection[Any], claim: BatchClaim) -> bool:

@@ -25,17 +25,14 @@ def expired_rows(metrics_before: datetime, logs_before: datetime,
     ``{}`` in a condition is the place of ``bound`` (None: no parameter). Tables and
     conditions are constants. Hosts go before their host states, so a concurrent evaluation
     never sees a host without its announced state (which would announce host.down again).
-    An alert state is expired with its host, or after ``no_data`` for the retention. A
-    series goes only once it has no samples left (a sample always has its series).
+    An alert state is expired with its host, or after ``no_data`` for the retention.
     """
     return [
         ("samples", "time < {}", metrics_before),
         ("logs", "time < {}", logs_before),
         ("ingested_batches", "received_at < {}", min(metrics_before, logs_before)),
         ("notification_outbox", "status <> 'pending' AND created_at < {}", outbox_before),
-        ("series", "last_seen < {} AND NOT EXISTS"
-                   " (SELECT 1 FROM samples WHERE samples.series_id = series.id)",
-         metrics_before - SERIES_TOUCH_SLACK),
+        ("series", "last_seen < {}", metrics_before - SERIES_TOUCH_SLACK),
         ("hosts", "last_seen < {}", metrics_before),
         ("host_states", "host NOT IN (SELECT host FROM hosts)", None),
         ("alert_states", "host NOT IN (SELECT host FROM hosts)"

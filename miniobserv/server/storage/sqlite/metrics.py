@@ -91,10 +91,11 @@ class SQLiteMetrics:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         metrics = batch.metrics
         keys = series_keys(metrics)
+        # Everything but the ids before the transaction: less work under the write lock.
+        staged = [(key, to_micros(m.time), m.value) for key, m in zip(keys, metrics, strict=True)]
 
         def rows(ids: Mapping[SeriesKey, int]) -> list[tuple[int, int, float]]:
-            return [(ids[key], to_micros(m.time), m.value)
-                    for key, m in zip(keys, metrics, strict=True)]
+            return [(ids[key], time, value) for key, time, value in staged]
 
         insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows,
                      first_indexes(keys))

@@ -40,6 +40,7 @@ from miniobserv.server.storage.base import (
     TopQuery,
 )
 from miniobserv.server.storage.postgres import db as postgres_db
+from miniobserv.server.storage.postgres.db import ROLLUP_VIEWS
 from miniobserv.server.storage.shaping import bucket_floor, canonical_labels
 from tests.fakes import FakeRepositories, sample_key
 from tests.server.storage.conftest import NO_TIMESCALEDB, STORES, config_for
@@ -487,3 +488,44 @@ def test_a_later_batch_replaces_the_value_of_the_same_series_and_time(
         Metric(time, "web-02", NAME, 1.0, {"core": "0"})]))
     assert values_at(empty, time)["sum"] == 15.0
     assert values_at(empty, time, host="web-02")["sum"] == 1.0
+
+
+# --- TimescaleDB: materialized rollups follow the rewrites once refreshed -------------------
+
+def refresh_rollups(url: str, until: datetime) -> None:
+    """What the refresh policies do: materialize both rollups up to ``until``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for view in ROLLUP_VIEWS.values():
+            conn.execute("CALL refresh_continuous_aggregate(%s, NULL, %s)", (view, until))
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+@pytest.mark.parametrize("bucket", list(ROLLUP_VIEWS))
+def test_materialized_rollups_follow_rewrites_once_refreshed(
+        postgres_databases: Any, data: DataSet, rewritten_data: DataSet, bucket: str) -> None:
+    """Rewrites of (series, time) already in a materialized bucket are in its rollup after the
+    next refresh (TimescaleDB's invalidation of updated rows), with the replace rule."""
+    url = postgres_databases.create()
+    repos = open_repositories(config_for(url))
+    try:
+        if not repos.sync_retention(timedelta(days=30)):
+            pytest.skip(NO_TIMESCALEDB)
+        until = bucket_floor(datetime.now(UTC), timedelta(days=1))
+        load(repos, data)
+        refresh_rollups(url, until)
+        for batch in rewritten_data.batches[len(data.batches):]:
+            repos.metrics.insert_batch(batch)
+        refresh_rollups(url, until)
+        served = 0
+        for host in HOSTS:
+            for agg in AGGREGATES:
+                for labels in LABEL_FILTERS.values():
+                    wanted = query(rewritten_data, bucket, agg, host=host, labels=labels)
+                    served += repos.metrics.serves_from_rollup(wanted)
+                    assert_same(repos.metrics.query(wanted),
+                                reference(rewritten_data.stored(), wanted))
+        assert served >= len(HOSTS) * len(LABEL_FILTERS) * 5  # avg/min/max/sum/count at least
+    finally:
+        repos.close()
+        postgres_databases.drop(url)

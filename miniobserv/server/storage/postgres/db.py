@@ -287,9 +287,13 @@ def _write_at_once(conn: psycopg.Connection[Any], claim: BatchClaim | None,
 def _write_params(ids: Mapping[SeriesKey, int], host: str, points: Sequence[Sample],
                   now: datetime) -> dict[str, Any]:
     latest = {(ids[key], time): value for key, time, value in points}  # last one wins
-    return {"ids": binary_array(Int8Array, 20, [key[0] for key in latest]),
-            "times": timestamptz_array([key[1] for key in latest]),
-            "values": binary_array(Float8Array, 701, [float(v) for v in latest.values()]),
+    # In key order: each series' points go into its index leaf one after the other, which
+    # lets PostgreSQL split leaves after the new item (measured: 31 B of index per point
+    # instead of 51 when series alternate).
+    keys = sorted(latest)
+    return {"ids": binary_array(Int8Array, 20, [key[0] for key in keys]),
+            "times": timestamptz_array([key[1] for key in keys]),
+            "values": binary_array(Float8Array, 701, [float(latest[key]) for key in keys]),
             "host": host, "now": now}
 
 

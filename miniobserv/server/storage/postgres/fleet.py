@@ -38,15 +38,16 @@ from miniobserv.server.storage.postgres.db import (
     is_hypertable,
     translate_errors,
 )
-from miniobserv.server.storage.shaping import canonical_labels, containment, merge_latest
+from miniobserv.server.storage.shaping import canonical_labels, containment
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key of the alerting leader ("miniobsa" in ASCII).
 LEADER_LOCK_KEY = 0x6D696E696F627361
 
-# Ordered in code-point order (COLLATE "C"), as merge_latest sorts, so LIMIT keeps the same.
-_LATEST = """SELECT s.host, s.name, s.labels, x.time, x.value FROM series AS s
+# One row per series (its canonical labels text), in code-point order (COLLATE "C"): what
+# merge_latest answers on the other stores, so LIMIT keeps the same series.
+_LATEST = """SELECT s.host, s.name, s.labels_text, x.time, x.value FROM series AS s
     CROSS JOIN LATERAL (SELECT time, value FROM samples
         WHERE series_id = s.id AND time >= %(since)s ORDER BY time DESC LIMIT 1) AS x
     WHERE true{filters}
@@ -106,8 +107,16 @@ class PostgresFleet:
         statement = sql.SQL(_LATEST).format(filters=sql.Composed(filters))
         with translate_errors(), self._pool.connection() as conn:
             rows = conn.execute(statement, params).fetchall()
-        return merge_latest(LatestValue(h, n, dict(lab), t.astimezone(UTC), float(v))
-                            for h, n, lab, t, v in rows)
+        # A fleet repeats few label sets: each is parsed once, its dict shared (read-only).
+        parsed: dict[str, dict[str, str]] = {}
+        values = []
+        for host_name, metric, text, time, value in rows:
+            labels_of = parsed.get(text)
+            if labels_of is None:
+                labels_of = parsed[text] = json.loads(text)
+            values.append(LatestValue(host_name, metric, labels_of, time.astimezone(UTC),
+                                      float(value)))
+        return values
 
     def alert_states(self) -> list[AlertState]:
         with translate_errors(), self._pool.connection() as conn:

@@ -57,6 +57,17 @@ def batches(workload: Workload) -> Iterator[MetricBatch]:
                    NINE[metric][1]) for at, metric, value in points])
 
 
+def load(repos: PostgresRepositories | SQLiteRepositories, workload: Workload) -> float:
+    """Write the workload through ``repos`` (closed afterwards); the seconds it took."""
+    began = time.monotonic()
+    try:
+        for batch in batches(workload):
+            repos.metrics.insert_batch(batch)
+    finally:
+        repos.close()
+    return time.monotonic() - began
+
+
 def relation_bytes(conn: psycopg.Connection, table: str, hyper: bool) -> int:
     size = "hypertable_size(%s::regclass)" if hyper else "pg_total_relation_size(%s::regclass)"
     row = conn.execute(f"SELECT {size}", (table,)).fetchone()  # one of two fixed texts
@@ -67,13 +78,7 @@ def measure_bytes(workload: Workload, timescaledb: bool) -> None:
     with postgres_store(timescaledb) as store:
         url = store.url
         repos = PostgresRepositories(url, max_size=2).open()
-        began = time.monotonic()
-        try:
-            for batch in batches(workload):
-                repos.metrics.insert_batch(batch)
-        finally:
-            repos.close()
-        loaded = time.monotonic() - began
+        loaded = load(repos, workload)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE samples")
             conn.execute("VACUUM ANALYZE series")
@@ -134,13 +139,7 @@ def measure_sqlite_bytes(workload: Workload) -> None:
     try:
         migrate.upgrade(f"sqlite:///{path}")
         repos = SQLiteRepositories(f"sqlite:///{path}")
-        began = time.monotonic()
-        try:
-            for batch in batches(workload):
-                repos.metrics.insert_batch(batch)
-        finally:
-            repos.close()
-        loaded = time.monotonic() - began
+        loaded = load(repos, workload)
         with sqlite3.connect(path) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             stored = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])

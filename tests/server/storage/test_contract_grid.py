@@ -9,7 +9,8 @@ per-host contract suite, never hard-coded.
 
 The replace rule (issue 10's design): a later write of the same series (host, name, labels in
 any key order) and time replaces the value, the last occurrence in a batch winning. The
-reference folds the batches in send order into one value per (series, time).
+reference folds the batches in send order into one value per (series, time). On TimescaleDB
+the rewrites are also checked in materialized rollups, once their refresh has run.
 """
 
 from __future__ import annotations

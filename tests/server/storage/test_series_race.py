@@ -15,6 +15,7 @@ import multiprocessing
 import sqlite3
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 
@@ -88,17 +89,16 @@ def expected_series() -> set[tuple[str, str, str]]:
             for m in worker_points(t0, worker, round_, host_of(round_, index))}
 
 
-def expected_counts(t0: datetime, *, replaced: bool = True) -> Counter[tuple[str, str, str]]:
-    """Distinct times of each (host, name, sid); every point sent when not ``replaced``."""
-    times: dict[tuple[str, str, str], Counter[datetime]] = {}
+def expected_counts(t0: datetime) -> Counter[tuple[str, str, str]]:
+    """Distinct times of each (host, name, sid)."""
+    times: dict[tuple[str, str, str], set[datetime]] = {}
     for worker in range(WORKERS):
         for round_ in range(ROUNDS):
             for index in range(HOSTS_PER_ROUND):
                 host = host_of(round_, index)
                 for m in worker_points(t0, worker, round_, host):
-                    times.setdefault((host, m.name, m.labels["sid"]), Counter())[m.time] += 1
-    return Counter({key: len(value) if replaced else value.total()
-                    for key, value in times.items()})
+                    times.setdefault((host, m.name, m.labels["sid"]), set()).add(m.time)
+    return Counter({key: len(value) for key, value in times.items()})
 
 
 def race(url: str, t0: datetime) -> None:
@@ -117,40 +117,54 @@ def race(url: str, t0: datetime) -> None:
     assert codes == [0] * WORKERS
 
 
-def stored_series_and_orphans(url: str) -> tuple[list[tuple[str, str, str]], int | None]:
-    """Every series row (host, name, canonical labels), and the samples without a series
-    (None where the store has no ``samples`` table yet: the layout before migration 0007)."""
+_ORPHANS = """SELECT count(*) FROM samples AS s
+    WHERE NOT EXISTS (SELECT 1 FROM series AS r WHERE r.id = s.series_id)"""
+
+
+def stored_series_and_orphans(url: str) -> tuple[list[tuple[str, str, str]], int, int]:
+    """Every series row (host, name, canonical labels), the samples without a series, and
+    the samples."""
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url[len("sqlite:///"):]) as conn:
             rows = conn.execute("SELECT host, name, labels_text FROM series").fetchall()
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            orphans = None if "samples" not in tables else conn.execute(
-                "SELECT count(*) FROM samples WHERE series_id NOT IN (SELECT id FROM series)"
-            ).fetchone()[0]
-        return [tuple(row) for row in rows], orphans
+            orphans = conn.execute(_ORPHANS).fetchone()[0]
+            samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        return [tuple(row) for row in rows], orphans, samples
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT host, name, labels_text FROM series").fetchall()
-        present = conn.execute("SELECT to_regclass('samples') IS NOT NULL").fetchone()
-        orphans = None if not (present and present[0]) else conn.execute(
-            "SELECT count(*) FROM samples AS s WHERE NOT EXISTS"
-            " (SELECT 1 FROM series AS r WHERE r.id = s.series_id)").fetchone()[0]
-    return [tuple(row) for row in rows], orphans
+        orphans = conn.execute(_ORPHANS).fetchone()[0]  # type: ignore[index]
+        samples = conn.execute("SELECT count(*) FROM samples").fetchone()[0]  # type: ignore[index]
+    return [tuple(row) for row in rows], orphans, samples
+
+
+@pytest.fixture
+def race_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database of the parametrized kind, of this test alone."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        return
+    if request.param == "timescaledb":
+        yield request.getfixturevalue("timescale_url")
+        return
+    databases = request.getfixturevalue("postgres_databases")
+    url = databases.create(timescaledb=False)
+    yield url
+    databases.drop(url)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_series_created_by_racing_processes_exist_once(kind: str,
-                                                       request: pytest.FixtureRequest) -> None:
-    url: str = request.getfixturevalue("sqlite_url" if kind == "sqlite"
-                                       else "fresh_postgres_url")
+@pytest.mark.parametrize("race_url", ["sqlite", "postgres", pytest.param(
+    "timescaledb", marks=pytest.mark.timescaledb)], indirect=True)
+def test_series_created_by_racing_processes_exist_once(race_url: str) -> None:
+    url = race_url
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     race(url, t0)
 
-    rows, orphans = stored_series_and_orphans(url)
+    rows, orphans, samples = stored_series_and_orphans(url)
     assert len(rows) == len(set(rows))  # each series once
     assert set(rows) == expected_series()  # none missing, none extra
-    assert orphans in (None, 0)
+    assert orphans == 0
+    assert samples == sum(expected_counts(t0).values())
 
     repos = open_repositories(config_for(url))
     try:
@@ -171,10 +185,8 @@ def test_series_created_by_racing_processes_exist_once(kind: str,
                                          labels=(("sid", "s0"),))
                     [point] = repos.metrics.query(shared)[0].points
                     values[agg].append(point.value)
-        # Before migration 0007 (no samples table) points were rows: nothing was replaced.
-        replaced = orphans is not None
-        assert counted == expected_counts(t0, replaced=replaced)
-        assert values["count"] == [1.0 if replaced else WORKERS] * ROUNDS * HOSTS_PER_ROUND
+        assert counted == expected_counts(t0)
+        assert values["count"] == [1.0] * ROUNDS * HOSTS_PER_ROUND  # replaced, not added
         assert set(values["max"]) <= {100.0 + worker for worker in range(WORKERS)}
         assert repos.metrics.hosts() == sorted(host_of(r, i) for r in range(ROUNDS)
                                                for i in range(HOSTS_PER_ROUND))

@@ -108,7 +108,7 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 def upgrade() -> None:
     timescale = _is_postgres() and _timescaledb_wanted() and _has_extension("timescaledb")
-    if timescale:
+    if _is_postgres():  # whatever is wanted now, what depends on metrics goes with it
         _revision("0005").downgrade()  # the rollups of metrics (policies first)
         if _is_hypertable("metrics"):
             _remove_policies("metrics")

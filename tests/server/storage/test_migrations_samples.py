@@ -176,3 +176,30 @@ def test_timescaledb_samples_migration_round_trip(postgres_databases: Any) -> No
         assert [(h, c, m, last) for h, _, c, m, last in rollup] == [("web-03", 1, 7.5, 7.5)]
     finally:
         postgres_databases.drop(url)
+
+
+@pytest.mark.integration
+@pytest.mark.timescaledb
+def test_refusing_timescaledb_at_0007_still_drops_the_old_hypertable(
+        postgres_databases: Any) -> None:
+    """metrics a hypertable with 0005's rollups, then ``timescaledb=False``: samples is a
+    plain table, the rollups and policies of metrics are gone with it."""
+    url = postgres_databases.create(migrated=False)
+    try:
+        upgrade(url, "0006")
+        with psycopg.connect(url) as conn:
+            if not postgres_db.is_hypertable(conn, "metrics"):
+                pytest.skip("needs TimescaleDB")
+        execute = postgres_executor(url)
+        execute("INSERT INTO metrics (time, host, name, value, labels)"
+                " VALUES (now(), 'h', 'mem.used_pct', 1.5, '{}')")
+        upgrade(url, timescaledb=False)
+        with psycopg.connect(url) as conn:
+            assert not postgres_db.is_hypertable(conn, "samples")
+            assert {table for table, _ in jobs(conn)} == {"logs"}  # its own, kept
+            assert conn.execute("SELECT count(*) FROM timescaledb_information"
+                                ".continuous_aggregates").fetchone() == (0,)
+        assert execute("SELECT s.name, x.value FROM samples x JOIN series s"
+                       " ON s.id = x.series_id") == [("mem.used_pct", 1.5)]
+    finally:
+        postgres_databases.drop(url)

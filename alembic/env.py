@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from logging.config import fileConfig
 from typing import Any
 
@@ -32,7 +33,7 @@ from miniobserv.server.storage.migrate import (
     sqlalchemy_url,
 )
 from miniobserv.server.storage.sqlite.db import enable_wal
-from miniobserv.server.storage.tables import metadata
+from miniobserv.server.storage.tables import include_object, metadata
 
 config = context.config
 log = logging.getLogger("alembic.env")
@@ -94,7 +95,9 @@ def run_migrations_offline() -> None:
     """Emit SQL to stdout (``alembic upgrade head --sql``); TimescaleDB steps are skipped."""
     url = sqlalchemy_url(database_url())
     context.configure(url=url, target_metadata=metadata, literal_binds=True,
-                      render_as_batch=url.startswith("sqlite"))
+                      render_as_batch=url.startswith("sqlite"),
+                      include_object=partial(include_object,
+                                             dialect=sa.make_url(url).get_backend_name()))
     with context.begin_transaction():
         context.run_migrations()
 
@@ -112,7 +115,9 @@ def run_migrations_online() -> None:
                 # BEGIN IMMEDIATE, which Alembic then leaves alone, makes them share it.
                 connection.begin()
             context.configure(connection=connection, target_metadata=metadata,
-                              render_as_batch=is_sqlite, compare_type=True)
+                              render_as_batch=is_sqlite, compare_type=True,
+                              include_object=partial(include_object,
+                                                     dialect=connection.dialect.name))
             with context.begin_transaction():
                 context.run_migrations()
             if is_sqlite:

@@ -260,7 +260,7 @@ def sqlite_store() -> Iterator[Store]:
 
         def count() -> int:
             with sqlite3.connect(path) as conn:
-                return int(conn.execute("SELECT count(*) FROM metrics").fetchone()[0])
+                return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
         yield Store("sqlite", url, f"SQLite {sqlite3.sqlite_version}", None, count)
     finally:
@@ -307,7 +307,7 @@ def postgres_store(timescaledb: bool) -> Iterator[Store]:
 
         def count() -> int:
             with psycopg.connect(url) as conn:
-                return int(conn.execute("SELECT count(*) FROM metrics").fetchone()[0])
+                return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
         yield Store("timescaledb" if timescaledb else "postgres", url, version, pid, count)
     finally:

@@ -5,7 +5,7 @@ Starts a throwaway PostgreSQL cluster with TimescaleDB preloaded (the test suite
 ``--series`` series of one host and name (labels ``core=0..``, the last ``core=total``),
 compresses chunks older than 7 days as the compression policy would, refreshes the rollups,
 then times ``--runs`` runs of the same query answered from the raw table and from
-``metrics_1h`` (both through ``miniobserv.server.storage.postgres``; answers compared), and
+``samples_1h`` (both through ``miniobserv.server.storage.postgres``; answers compared), and
 prints the medians and their ratio. The cluster is stopped and deleted at the end.
 
     python benchmarks/query_rollup.py [--days 35] [--series 4] [--runs 15]
@@ -45,16 +45,21 @@ STEP = timedelta(seconds=10)
 
 
 def load(url: str, days: int, series: int, now: datetime) -> int:
-    """COPY ``days`` of 10 s points per series into ``metrics``; the number of rows."""
+    """``days`` of 10 s points per series: the series rows, then COPY into ``samples``; the
+    number of points."""
     labels = [f'{{"core":"{i}"}}' for i in range(series - 1)] + ['{"core":"total"}']
     start = bucket_floor(now, timedelta(days=1)) - timedelta(days=days)
     points = int((now - start) / STEP)
-    with psycopg.connect(url) as conn, conn.cursor().copy(
-            "COPY metrics (time, host, name, value, labels) FROM STDIN") as copy:
-        for i in range(points):
-            t = start + i * STEP
-            for index, label in enumerate(labels):
-                copy.write_row((t, HOST, NAME, float((i * 7 + index * 13) % 1000) / 10, label))
+    with psycopg.connect(url) as conn:
+        ids = [conn.execute("INSERT INTO series (host, name, labels_text, labels, first_seen,"
+                            " last_seen) VALUES (%s, %s, %s, %s::jsonb, %s, %s) RETURNING id",
+                            (HOST, NAME, label, label, start, now)).fetchone()[0]
+               for label in labels]
+        with conn.cursor().copy("COPY samples (series_id, time, value) FROM STDIN") as copy:
+            for i in range(points):
+                t = start + i * STEP
+                for index, series_id in enumerate(ids):
+                    copy.write_row((series_id, t, float((i * 7 + index * 13) % 1000) / 10))
     return points * len(labels)
 
 
@@ -62,8 +67,8 @@ def prepare(url: str) -> None:
     """Compress chunks past 7 days (the policy's steady state), refresh both rollups."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT compress_chunk(c, if_not_compressed => true)"
-                     " FROM show_chunks('metrics', older_than => INTERVAL '7 days') c")
-        for view in ("metrics_1h", "metrics_1d"):
+                     " FROM show_chunks('samples', older_than => INTERVAL '7 days') c")
+        for view in ("samples_1h", "samples_1d"):
             conn.execute("CALL refresh_continuous_aggregate(%s, NULL, now())", (view,))
         conn.execute("VACUUM ANALYZE")
 

@@ -77,7 +77,7 @@ def run_round(directory: str, setting: str, threads: int,
         worker.join()
     with repos.db.read() as conn:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == (2 if setting == "FULL" else 1)
-        rows = int(conn.execute("SELECT count(*) FROM metrics").fetchone()[0])
+        rows = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
     repos.close()
     every = sorted(ms for per in latencies for ms in per)
     return len(every) / seconds, percentile(every, 0.5), percentile(every, 0.99), rows

@@ -2,7 +2,9 @@
 
 ``FakeMetricsRepository`` is a complete, correct implementation: the repository contract
 suite runs over it as over SQLite and PostgreSQL, so handler tests built on it exercise the
-same semantics as production.
+same semantics as production, including the one-value-per-(series, time) rule: a later write
+of the same series (host, name, labels in any order) and time replaces the value, the last
+occurrence in a batch winning.
 """
 
 from __future__ import annotations
@@ -72,14 +74,24 @@ def is_retry(claims: Mapping[uuid.UUID, bytes | None], claim: BatchClaim | None)
 @dataclass(frozen=True)
 class _Row:
     metric: Metric
-    seq: int  # insertion order, to break ties between equal times for "last"
+    seq: int  # insertion order of the write that set the value
+
+
+SampleKey = tuple[str, str, str, datetime]  # host, name, canonical labels, time (UTC)
+
+
+def sample_key(metric: Metric) -> SampleKey:
+    """The (series, time) a point is stored under: one value each."""
+    return (metric.host, metric.name, canonical_labels(metric.labels),
+            metric.time.astimezone(UTC))
 
 
 class FakeMetricsRepository:
-    """Metrics kept in a list; every method raises StorageUnavailable while ``down``."""
+    """Metrics kept in a dict by (series, time); raises StorageUnavailable while ``down``."""
 
     def __init__(self) -> None:
-        self.rows: list[_Row] = []
+        self.samples: dict[SampleKey, _Row] = {}
+        self._seq = 0
         self.batch_ids: dict[uuid.UUID, bytes | None] = {}  # the claims: id -> digest
         self._write_lock = threading.Lock()
         self.host_names: set[str] = set()
@@ -91,6 +103,11 @@ class FakeMetricsRepository:
         self.limits = Limits()
         self.ledger = SeriesLedger()
         self.series: dict[tuple[str, str, str], datetime] = {}  # the series table: last_seen
+        self.series_ids: dict[tuple[str, str, str], int] = {}  # ids handed out, never reused
+
+    def series_id(self, key: tuple[str, str, str]) -> int:
+        """The id of series ``key`` (a new one the first time)."""
+        return self.series_ids.setdefault(key, len(self.series_ids) + 1)
 
     def _check_up(self) -> None:
         if self.down:
@@ -106,10 +123,12 @@ class FakeMetricsRepository:
             if is_retry(self.batch_ids, claim):
                 return len(batch.metrics)
             tx = self.admit(batch.host, batch_series(batch))
-            staged = [_Row(_checked(metric), len(self.rows) + i)
+            staged = [_Row(_checked(metric), self._seq + i)
                       for i, metric in enumerate(self._stage(batch.metrics))]
             tx.commit()
-            self.rows.extend(staged)
+            self._seq += len(staged)
+            for row in staged:  # in batch order: the last occurrence wins
+                self.samples[sample_key(row.metric)] = row
             self.host_names.add(batch.host)
             self.host_seen[batch.host] = datetime.now(UTC)
             if claim is not None:
@@ -132,7 +151,7 @@ class FakeMetricsRepository:
         """Epoch-aligned buckets, empty ones omitted, ascending; one series per group."""
         self._check_up()
         groups: dict[str, list[_Row]] = defaultdict(list)
-        for row in self.rows:
+        for row in self.samples.values():
             if _matches(row.metric, query):
                 groups[_group_key(row.metric, query.group_by)].append(row)
         if query.group_by is None:
@@ -145,7 +164,7 @@ class FakeMetricsRepository:
         self._check_up()
         if query.group_by is None:
             return 1
-        values = {_group_key(row.metric, query.group_by) for row in self.rows
+        values = {_group_key(row.metric, query.group_by) for row in self.samples.values()
                   if _matches(row.metric, query)}
         return min(len(values), limit)
 
@@ -154,7 +173,7 @@ class FakeMetricsRepository:
         self._check_up()
         hosts: dict[str, list[_Row]] = defaultdict(list)
         window = MetricQuery(None, query.name, query.start, query.end, labels=query.labels)
-        for row in self.rows:
+        for row in self.samples.values():
             if _matches(row.metric, window):
                 hosts[row.metric.host].append(row)
         return rank_hosts((HostValue(host, aggregate(query.agg, rows))
@@ -170,9 +189,14 @@ class FakeMetricsRepository:
         self._check_up()
         return self.rollup and not query.is_fleet_wide
 
+    @property
+    def rows(self) -> list[_Row]:
+        """Every stored sample, in the order its (series, time) was first written."""
+        return list(self.samples.values())
+
     def stored(self) -> list[Metric]:
         """Everything stored, in insertion order (for assertions)."""
-        return [row.metric for row in self.rows]
+        return [row.metric for row in self.samples.values()]
 
 
 class FakeSeriesTransaction:
@@ -202,8 +226,10 @@ class FakeSeriesTransaction:
     def lock_host(self, host: str) -> None:
         pass
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> dict[SeriesKey, int]:
         self._pending.update(((host, *key), now) for key in keys)
+        return {key: self._repo.series_id((host, *key)) for key in keys}
 
     def commit(self) -> None:
         self._repo.series.update(self._pending)
@@ -394,7 +420,7 @@ class FakeRepositories:
     def unbounded_statements(self) -> AbstractContextManager[None]:
         return nullcontext()  # nothing cuts the fake's statements
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
         """Always False: the maintenance job enforces retention, as on SQLite."""
         return False
 
@@ -501,9 +527,10 @@ class FakeFleet:
         """As the SQL stores (fleet_common.expired_rows), in one step."""
         self._check_up()
         metrics = self.metrics
-        before = len(metrics.rows) + len(self.outbox) + len(metrics.series) + \
+        before = len(metrics.samples) + len(self.outbox) + len(metrics.series) + \
             len(metrics.host_seen) + len(self.hosts) + len(self.states)
-        metrics.rows = [row for row in metrics.rows if row.metric.time >= metrics_before]
+        metrics.samples = {key: row for key, row in metrics.samples.items()
+                           if row.metric.time >= metrics_before}
         self.outbox = [row for row in self.outbox
                        if row.status == "pending" or row.created_at >= outbox_before]
         metrics.series = {key: seen for key, seen in metrics.series.items()
@@ -516,7 +543,7 @@ class FakeFleet:
         self.states = {key: state for key, state in self.states.items()
                        if state.host in metrics.host_seen
                        and not (state.state == "no_data" and state.since < metrics_before)}
-        return before - len(metrics.rows) - len(self.outbox) - len(metrics.series) - \
+        return before - len(metrics.samples) - len(self.outbox) - len(metrics.series) - \
             len(metrics.host_seen) - len(self.hosts) - len(self.states)
 
     def leader_lock(self) -> FakeLeaderLock:

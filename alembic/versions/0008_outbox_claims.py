@@ -1,11 +1,11 @@
 """Outbox claims: a delivery lease on each notification row.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-06-20
 
-Numbered 0008 so that it does not collide with the storage rewrite's 0007; on merge its
-``down_revision`` becomes ``0007``. ``claimed_by`` (the claiming process's token) and
+Numbered 0008 so that it did not collide with the storage rewrite's 0007, which now
+precedes it. ``claimed_by`` (the claiming process's token) and
 ``claimed_until`` (when the lease ends) are set together by one conditional UPDATE before a
 webhook POST and cleared when the attempt is recorded; a row claimed by a live lease is
 delivered by no one else, and a crashed claimer's rows become claimable once the lease ends
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

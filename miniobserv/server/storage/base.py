@@ -467,8 +467,8 @@ class Repositories(Protocol):
         (background work such as retention); a no-op where nothing cuts them."""
         ...
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
-        """Make a TimescaleDB retention policy on ``table`` (``metrics`` or ``logs``) drop
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
+        """Make a TimescaleDB retention policy on ``table`` (``samples`` or ``logs``) drop
         data past ``retention``; True when one does. False where the maintenance job
         enforces retention (plain PostgreSQL, SQLite, fakes)."""
         ...

@@ -77,9 +77,15 @@ def _digest(fields_of: Callable[[_Batch], list[str]], batch: _Batch) -> bytes:
 
 def _metric_fields(batch: MetricBatch) -> list[str]:
     fields = [batch.host]
+    labelled: dict[tuple[tuple[str, str], ...], list[str]] = {}  # each label set's fields once
     for m in batch.metrics:
         fields += (str(to_micros(m.time)), repr(float(m.value)), m.name)
-        _add_labels(fields, m.labels)
+        items = tuple(m.labels.items()) if m.labels else ()
+        label_fields = labelled.get(items)
+        if label_fields is None:
+            label_fields = labelled[items] = []
+            _add_labels(label_fields, m.labels)
+        fields += label_fields
     return fields
 
 

@@ -28,7 +28,7 @@ def expired_rows(metrics_before: datetime, logs_before: datetime,
     An alert state is expired with its host, or after ``no_data`` for the retention.
     """
     return [
-        ("metrics", "time < {}", metrics_before),
+        ("samples", "time < {}", metrics_before),
         ("logs", "time < {}", logs_before),
         ("ingested_batches", "received_at < {}", min(metrics_before, logs_before)),
         ("notification_outbox", "status <> 'pending' AND created_at < {}", outbox_before),

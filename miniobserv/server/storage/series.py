@@ -1,4 +1,4 @@
-"""Cardinality limits at ingest: the ``series`` and ``hosts`` tables, never ``metrics``.
+"""Series ids and cardinality limits at ingest: the ``series`` and ``hosts`` tables.
 
 Every store admits a batch the same way, inside the batch's own transaction (so a refused or
 failed batch creates no series and no host), through :func:`admit` over a small
@@ -10,7 +10,10 @@ failed batch creates no series and no host), through :func:`admit` over a small
   know as written within ``TOUCH_EVERY`` are looked up; when some are new, the host's series
   are counted (a range of the unique index on ``series(host, …)``) and a batch that would
   take the host past ``MAX_SERIES_PER_HOST`` is refused, naming the first metric over the
-  limit; otherwise ONE upsert inserts the new series and refreshes ``last_seen`` of the rest.
+  limit; otherwise ONE upsert inserts the new series and refreshes ``last_seen`` of the rest,
+  returning their ids;
+- every key's series id comes back (the ledger caches them), for the samples the store then
+  writes. A batch whose keys and host are all fresh in the ledger costs no statement here.
 
 Race-free across processes: PostgreSQL takes transaction-scoped advisory locks (per host for
 new series, one for new hosts) only when the batch brings something new; SQLite's
@@ -65,27 +68,33 @@ class LimitExceeded(StorageError):
 
 
 class SeriesLedger:
-    """What this process wrote lately: keys and when, bounded, least recently used first out."""
+    """What this process wrote lately: keys, their series ids and when, bounded, least
+    recently used first out. Hosts are remembered too, without an id."""
 
     def __init__(self, entries: int = LEDGER_ENTRIES) -> None:
         self._entries = entries
-        self._written: OrderedDict[Hashable, datetime] = OrderedDict()
+        self._written: OrderedDict[Hashable, tuple[int | None, datetime]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def fresh(self, key: Hashable, now: datetime) -> tuple[bool, int | None]:
+        """``(True, id)`` when ``key`` was written within ``TOUCH_EVERY`` before ``now``."""
+        with self._lock:
+            entry = self._written.get(key)
+            if entry is None:
+                return False, None
+            self._written.move_to_end(key)
+            return now - entry[1] < TOUCH_EVERY, entry[0]
 
     def is_fresh(self, key: Hashable, now: datetime) -> bool:
         """True when ``key`` was written within ``TOUCH_EVERY`` before ``now``."""
-        with self._lock:
-            written = self._written.get(key)
-            if written is None:
-                return False
-            self._written.move_to_end(key)
-            return now - written < TOUCH_EVERY
+        return self.fresh(key, now)[0]
 
-    def remember(self, keys: Iterable[Hashable], now: datetime) -> None:
-        """Record ``keys`` as written at ``now`` (call after the transaction committed)."""
+    def remember(self, keys: Mapping[Hashable, int | None], now: datetime) -> None:
+        """Record ``keys`` (with their series ids) as written at ``now``; call after the
+        transaction committed."""
         with self._lock:
-            for key in keys:
-                self._written[key] = now
+            for key, series_id in keys.items():
+                self._written[key] = (series_id, now)
                 self._written.move_to_end(key)
             while len(self._written) > self._entries:
                 self._written.popitem(last=False)
@@ -110,8 +119,10 @@ class SeriesTransaction(Protocol):
         """Serialise the creation of ``host``'s series until the transaction ends."""
         ...
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
-        """Insert the missing ``keys`` and set ``last_seen`` of all to ``now``, ONE statement."""
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> Mapping[SeriesKey, int]:
+        """Insert the missing ``keys`` and set ``last_seen`` of all to ``now``, ONE statement
+        (``INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING``); the series id of each key."""
         ...
 
 
@@ -119,36 +130,94 @@ class SeriesTransaction(Protocol):
 class Admission:
     """What :func:`admit` wrote; :meth:`remember` it in the ledger once committed."""
 
-    host: str | None
-    series: Sequence[tuple[str, str, str]]
+    host: str | None  # a host written (not fresh in the ledger), or None
+    series: Mapping[tuple[str, str, str], int]  # the (host, name, labels) written: their ids
+    ids: Mapping[SeriesKey, int]  # the series id of every key of the batch
     now: datetime
 
     def remember(self, ledger: SeriesLedger) -> None:
-        ledger.remember([*self.series, *([] if self.host is None else [self.host])], self.now)
+        written: dict[Hashable, int | None] = {key: sid for key, sid in self.series.items()}
+        if self.host is not None:
+            written[self.host] = None
+        ledger.remember(written, self.now)
 
 
 def batch_series(batch: MetricBatch) -> dict[SeriesKey, int]:
     """The batch's distinct series keys, each with the index of its first metric, in order."""
-    keys: dict[SeriesKey, int] = {}
-    for index, metric in enumerate(batch.metrics):
-        keys.setdefault((metric.name, canonical_labels(metric.labels)), index)
+    return first_indexes(point_keys(batch))
+
+
+def point_keys(batch: MetricBatch) -> list[SeriesKey]:
+    """The series key of each metric of the batch, in order.
+
+    A batch repeats few label sets: each spelling is encoded once (the JSON encoder was 40 %
+    of this function's time with one call per labelled metric)."""
+    spelled: dict[tuple[tuple[str, str], ...], str] = {}
+    keys = []
+    for metric in batch.metrics:
+        labels = metric.labels
+        if not labels:
+            keys.append((metric.name, "{}"))
+            continue
+        items = tuple(labels.items())
+        text = spelled.get(items)
+        if text is None:
+            text = spelled[items] = canonical_labels(labels)
+        keys.append((metric.name, text))
     return keys
+
+
+def first_indexes(keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
+    """Each distinct key of ``keys`` with the index of its first occurrence, in order."""
+    first: dict[SeriesKey, int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    return first
+
+
+def cached_ids(ledger: SeriesLedger, host: str, keys: Iterable[SeriesKey],
+               now: datetime) -> dict[SeriesKey, int] | None:
+    """Every key's series id when ``host`` and all ``keys`` are fresh in ``ledger``: then
+    :func:`admit` has nothing to check or write, and the batch needs no statement for its
+    series. None otherwise."""
+    if not ledger.is_fresh(host, now):
+        return None
+    ids: dict[SeriesKey, int] = {}
+    for key in keys:
+        fresh, series_id = ledger.fresh((host, *key), now)
+        if not fresh or series_id is None:
+            return None
+        ids[key] = series_id
+    return ids
 
 
 def admit(tx: SeriesTransaction, ledger: SeriesLedger, limits: Limits, host: str,
           keys: Mapping[SeriesKey, int], now: datetime) -> Admission:
-    """Check the limits for ``host`` and its batch's ``keys``, register what is new.
+    """Check the limits for ``host`` and its batch's ``keys``, register what is new, and
+    give the series id of every key (:attr:`Admission.ids`): from the ledger for the keys
+    written lately, from the one upsert for the others.
 
     Raises LimitExceeded (the caller's transaction then rolls back).
     """
     new_host = None if ledger.is_fresh(host, now) else _admit_host(tx, limits, host)
-    stale = sorted(key for key in keys if not ledger.is_fresh((host, *key), now))
+    ids: dict[SeriesKey, int] = {}
+    stale: list[SeriesKey] = []
+    for key in keys:
+        fresh, series_id = ledger.fresh((host, *key), now)
+        if fresh and series_id is not None:
+            ids[key] = series_id
+        else:
+            stale.append(key)
+    written: dict[tuple[str, str, str], int] = {}
     if stale:
+        stale.sort()  # one lock order for every writer of these rows
         if set(stale) - tx.existing(host, stale):
             tx.lock_host(host)
             _check_room(tx, limits, host, keys, stale)
-        tx.upsert_series(host, stale, now)
-    return Admission(new_host, [(host, *key) for key in stale], now)
+        upserted = tx.upsert_series(host, stale, now)
+        for key in stale:
+            ids[key] = written[(host, *key)] = upserted[key]
+    return Admission(new_host, written, ids, now)
 
 
 def _admit_host(tx: SeriesTransaction, limits: Limits, host: str) -> str:

@@ -6,6 +6,9 @@ PostgreSQL, executemany on SQLite); these tables document the shape they rely on
 target of ``alembic revision --autogenerate`` and of the test that checks the migrations
 build exactly this.
 
+An index whose ``info["dialects"]`` names the dialects it exists on is built on those only
+(:func:`include_object` is the autogenerate filter saying so).
+
 On SQLite ``time``/``last_seen``/``received_at`` are INTEGER microseconds since the UTC epoch,
 so epoch-aligned bucketing is exact integer arithmetic; on PostgreSQL they are timestamptz.
 """
@@ -25,23 +28,21 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+
+def include_object(obj: object, name: str | None, kind: str, reflected: bool,
+                   compare_to: object, *, dialect: str) -> bool:
+    """Alembic's ``include_object`` filter on ``dialect``: False for an index of the
+    metadata that this dialect does not build (its ``info["dialects"]``)."""
+    dialects = getattr(obj, "info", {}).get("dialects") if kind == "index" and not reflected \
+        else None
+    return dialects is None or dialect in dialects
+
 # timestamptz on PostgreSQL; INTEGER microseconds since the epoch on SQLite.
 Timestamp = sa.DateTime(timezone=True).with_variant(sa.BigInteger(), "sqlite")
+# The small integer key of a series (INTEGER, the rowid's alias, on SQLite).
+SeriesId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # jsonb on PostgreSQL (for ``@>`` and ``->>``); JSON text on SQLite (``json_extract``).
 Labels = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-metrics = sa.Table(
-    "metrics",
-    metadata,
-    # No primary key: TimescaleDB wants every unique index to contain the time column, and
-    # nothing addresses a single point. The one index serves every query (host, name, range).
-    sa.Column("time", Timestamp, nullable=False),
-    sa.Column("host", sa.Text(), nullable=False),
-    sa.Column("name", sa.Text(), nullable=False),
-    sa.Column("value", sa.Double(), nullable=False),
-    sa.Column("labels", Labels, nullable=False, server_default=sa.text("'{}'")),
-    sa.Index(None, "host", "name", "time"),
-)
 
 ingested_batches = sa.Table(
     "ingested_batches",
@@ -61,7 +62,7 @@ ingested_batches = sa.Table(
 hosts = sa.Table(
     "hosts",
     metadata,
-    # Upserted once per accepted batch: the host list and its status never scan ``metrics``.
+    # Upserted once per accepted batch: the host list and its status never scan ``samples``.
     sa.Column("host", sa.Text(), primary_key=True),
     sa.Column("last_seen", Timestamp, nullable=False),
 )
@@ -91,11 +92,6 @@ logs = sa.Table(
 )
 
 # --- fleet (revision 0003) -----------------------------------------------------------------
-
-# BRIN on PostgreSQL: tiny, cheap to keep up as points arrive in time order, and enough for
-# the "newest point of every series in the last minutes" query and retention's range delete.
-# A plain index on SQLite.
-sa.Index("ix_metrics_time", metrics.c.time, postgresql_using="brin")
 
 alert_states = sa.Table(
     "alert_states",
@@ -151,12 +147,11 @@ series = sa.Table(
     metadata,
     # One row per distinct (host, name, labels): ingest registers each new series in the
     # batch's transaction, and the unique key is the index that counts a host's series for
-    # MAX_SERIES_PER_HOST without reading ``metrics``. ``labels_text`` is the canonical
+    # MAX_SERIES_PER_HOST without reading ``samples``. ``labels_text`` is the canonical
     # spelling (fleet_common.canonical_labels); ``last_seen`` is refreshed at most once an
     # hour per series and process, so retention removes series unseen for METRICS_RETENTION.
-    # The small ``id`` is what narrow samples will reference.
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(),
-              primary_key=True),
+    # The small ``id`` is what ``samples`` references.
+    sa.Column("id", SeriesId, sa.Identity(), primary_key=True),
     sa.Column("host", sa.Text(), nullable=False),
     sa.Column("name", sa.Text(), nullable=False),
     sa.Column("labels_text", sa.Text(), nullable=False),
@@ -167,3 +162,24 @@ series = sa.Table(
     sa.Index(None, "last_seen"),
     sqlite_autoincrement=True,
 )
+
+# --- samples (revision 0007) ---------------------------------------------------------------
+
+samples = sa.Table(
+    "samples",
+    metadata,
+    # One value per (series, time): a later write of the same series and time replaces it.
+    # The key is the only index SQLite has (a WITHOUT ROWID table: the rows are the key's
+    # b-tree, about 30 bytes a point); on PostgreSQL it serves every per-series read, and on
+    # TimescaleDB (a hypertable compressed by series_id, ordered by time) it contains the
+    # time column, as TimescaleDB wants of every unique index.
+    sa.Column("series_id", SeriesId, primary_key=True, autoincrement=False),
+    sa.Column("time", Timestamp, primary_key=True),
+    sa.Column("value", sa.Double(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# PostgreSQL only (``info["dialects"]``, which the schema comparison honours): BRIN on time,
+# tiny and cheap to keep up as points arrive in time order, for retention's range delete.
+sa.Index("ix_samples_time", samples.c.time, postgresql_using="brin",
+         info={"dialects": ("postgresql",)})

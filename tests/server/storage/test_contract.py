@@ -71,8 +71,8 @@ def make_points(seed: int = 20240310) -> list[Metric]:
         env = rng.choice(["prod", "dev"])
         cores = ["total", "0", "1"]
         burst = 4 if rng.random() < 0.15 else 1  # several points within seconds
-        for offset in range(burst):
-            t = time + timedelta(seconds=offset * rng.randint(1, 4))
+        for offset in range(burst):  # distinct times: one value per (series, time)
+            t = time + timedelta(seconds=4 * offset + (rng.randint(0, 3) if offset else 0))
             for core in cores:  # same time for every core: ties for "last" without a filter
                 value = round(rng.uniform(0, 100), rng.choice([0, 2, 6]))
                 points.append(Metric(t, HOST, NAME, value, {"core": core, "env": env}))
@@ -268,9 +268,10 @@ def test_duplicate_batch_id_is_acknowledged_and_stored_once(repos: Repositories)
     assert repos.metrics.insert_batch(batch(10, batch_id=batch_id)) == 10
     assert repos.metrics.insert_batch(batch(10, batch_id=batch_id)) == 10
     assert count_stored(repos) == 10
-    assert repos.metrics.insert_batch(batch(10, batch_id=uuid.uuid4())) == 10
-    assert repos.metrics.insert_batch(batch(10)) == 10  # no batch_id: no dedup
-    assert repos.metrics.insert_batch(batch(10)) == 10
+    later = [START + timedelta(minutes=i) for i in (1, 2, 3)]
+    assert repos.metrics.insert_batch(batch(10, batch_id=uuid.uuid4(), start=later[0])) == 10
+    assert repos.metrics.insert_batch(batch(10, start=later[1])) == 10  # no batch_id: no dedup
+    assert repos.metrics.insert_batch(batch(10, start=later[2])) == 10
     assert count_stored(repos) == 40
 
 
@@ -402,7 +403,7 @@ def test_failing_batch_stores_nothing(repos: Repositories, store: str) -> None:
 def test_concurrent_batches_are_all_stored(repos: Repositories) -> None:
     def send(worker: int) -> None:
         for i in range(5):
-            start = START + timedelta(hours=worker, minutes=i)
+            start = START + timedelta(hours=worker, minutes=2 * i)  # 100 s each, apart
             repos.metrics.insert_batch(batch(100, host=f"h{worker}", start=start,
                                              batch_id=uuid.uuid4()))
 
@@ -461,47 +462,35 @@ def _answers(repos: Repositories) -> bool:
     return True
 
 
-class _DroppingMetrics(Sequence[Metric]):
-    """Metrics whose iteration kills the COPY's server connection half-way through.
-
-    The batch is read once before the COPY (its digest, for the ``batch_id`` claim): no COPY
-    runs then, so nothing is killed; ``killed`` counts the connections killed.
-    """
-
-    def __init__(self, metrics: Sequence[Metric], admin_url: str) -> None:
-        self.metrics, self.admin_url = metrics, admin_url
-        self.killed = 0
-
-    def __len__(self) -> int:
-        return len(self.metrics)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self.metrics[index]
-
-    def __iter__(self) -> Iterator[Metric]:
-        half = len(self.metrics) // 2
-        yield from self.metrics[:half]
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE query LIKE 'COPY metrics%%' AND state = 'active'"
-                " AND pid <> pg_backend_pid()").fetchall()
-        assert killed in ([], [(True,)])
-        self.killed += len(killed)
-        yield from self.metrics[half:]
+# A statement trigger whose backend terminates itself: the connection is lost in the middle
+# of the batch's write, after its claim (its first part) was made.
+_KILL_ONCE = """CREATE FUNCTION kill_once() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        PERFORM pg_sleep(10);  -- the termination arrives during the sleep
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER kill_once BEFORE INSERT ON samples
+        FOR EACH STATEMENT EXECUTE FUNCTION kill_once()"""
 
 
 @pytest.mark.integration
 def test_postgres_connection_lost_mid_batch_stores_nothing(fresh_postgres_url: str) -> None:
     opened = open_repositories(config_for(fresh_postgres_url))
     try:
-        metrics = _DroppingMetrics(batch(1000).metrics, fresh_postgres_url)
-        dropping = MetricBatch(HOST, metrics, uuid.uuid4())
-        with pytest.raises(StorageUnavailable):
-            opened.metrics.insert_batch(dropping)
-        assert metrics.killed == 1
-        assert count_stored(opened) == 0
-        assert opened.metrics.insert_batch(batch(3, batch_id=dropping.batch_id)) == 3
-        assert count_stored(opened) == 3
+        for cached in (False, True):  # the first write of a series, then the steady state
+            dropping = batch(1000, batch_id=uuid.uuid4())
+            with psycopg.connect(fresh_postgres_url, autocommit=True) as admin:
+                admin.execute(_KILL_ONCE)
+            with pytest.raises(StorageUnavailable):
+                opened.metrics.insert_batch(dropping)
+            with psycopg.connect(fresh_postgres_url, autocommit=True) as admin:
+                admin.execute("DROP TRIGGER kill_once ON samples; DROP FUNCTION kill_once()")
+            assert count_stored(opened) == (0 if not cached else 3)
+            if not cached:
+                assert opened.metrics.hosts() == []
+            # the claim was lost with the connection: the same batch_id stores
+            assert opened.metrics.insert_batch(batch(3, batch_id=dropping.batch_id)) == 3
+            assert count_stored(opened) == 3
     finally:
         opened.close()

@@ -23,6 +23,7 @@ from miniobserv.server.storage.base import (
     AlertState,
     HostState,
     LatestValue,
+    MetricQuery,
     Outgoing,
     Repositories,
 )
@@ -30,6 +31,7 @@ from tests.fakes import FakeRepositories
 
 STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
 NOW = datetime.now(UTC).replace(microsecond=0)
+EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = NOW - timedelta(minutes=10)
 
 
@@ -106,13 +108,12 @@ def test_latest_filters_and_window(repos: Repositories) -> None:
     assert fleet.latest(at(5) + timedelta(microseconds=1)) == []
 
 
-def test_latest_ties_take_the_greatest_value_and_label_order_is_one_series(
-        repos: Repositories) -> None:
+def test_latest_label_order_is_one_series(repos: Repositories) -> None:
     put(repos, "web-01", ("disk.used_pct", 1.0, at(1), {"mount": "/", "dev": "a"}),
-        ("disk.used_pct", 7.0, at(2), {"mount": "/", "dev": "a"}),
+        ("disk.used_pct", 7.0, at(3), {"mount": "/", "dev": "a"}),
         ("disk.used_pct", 3.0, at(2), {"dev": "a", "mount": "/"}))  # same set, other order
     assert repos.fleet.latest(at(0)) == [
-        LatestValue("web-01", "disk.used_pct", {"dev": "a", "mount": "/"}, at(2), 7.0)]
+        LatestValue("web-01", "disk.used_pct", {"dev": "a", "mount": "/"}, at(3), 7.0)]
 
 
 # --- alert state and the outbox ------------------------------------------------------------
@@ -201,6 +202,74 @@ def test_delete_expired(plain_repos: Repositories) -> None:
         from miniobserv.server.storage.base import LogQuery
 
         assert [e.message for e in repos.logs.query(LogQuery()).entries] == ["new"]
+
+
+def expired_and_fresh(repos: Repositories, before: datetime) -> dict[str, tuple[int, int]]:
+    """Per series ``sid``: (samples older than ``before``, samples at or after it)."""
+    counts: dict[str, tuple[int, int]] = {}
+    for start, end, index in ((EPOCH_UTC, before - timedelta(microseconds=1), 0),
+                              (before, NOW + timedelta(days=1), 1)):
+        query = MetricQuery("web-01", "disk.used_pct", start, end, "1d", "count",
+                            group_by="sid")
+        for series in repos.metrics.query(query):
+            pair = list(counts.get(series.labels["sid"], (0, 0)))
+            pair[index] = int(sum(p.value for p in series.points))
+            counts[series.labels["sid"]] = (pair[0], pair[1])
+    return counts
+
+
+RETAINED = {"a": (12_000, 5), "b": (0, 3), "c": (9_000, 0)}
+
+
+def load_retained(repos: Repositories, before: datetime) -> None:
+    """Series a and c with more expired samples than one retention chunk (10,000 rows)."""
+    metrics = []
+    for sid, (old, new) in RETAINED.items():
+        metrics += [Metric(before - timedelta(seconds=i + 1), "web-01", "disk.used_pct",
+                           float(i), {"sid": sid}) for i in range(old)]
+        metrics += [Metric(before + timedelta(seconds=i), "web-01", "disk.used_pct",
+                           float(i), {"sid": sid}) for i in range(new)]
+    for i in range(0, len(metrics), 1000):
+        repos.metrics.insert_batch(MetricBatch("web-01", metrics[i:i + 1000], uuid.uuid4()))
+
+
+def test_delete_expired_samples_in_chunks(plain_repos: Repositories) -> None:
+    repos = plain_repos
+    before = NOW - timedelta(days=1)
+    load_retained(repos, before)
+    assert expired_and_fresh(repos, before) == RETAINED
+    checks = []
+    deleted = repos.fleet.delete_expired(before, before, before,
+                                         should_stop=lambda: checks.append(1) is not None)
+    assert deleted == 21_000  # nothing else had expired: hosts and series were seen now
+    assert expired_and_fresh(repos, before) == {"a": (0, 5), "b": (0, 3)}
+    if not isinstance(repos, FakeRepositories):
+        assert len(checks) >= 3  # at least three chunks of samples
+    assert [v.value for v in repos.fleet.latest(before) if v.labels["sid"] == "a"] == [4.0]
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres",
+                                                          marks=pytest.mark.integration)])
+def test_delete_expired_stops_between_chunks(store: str, request: pytest.FixtureRequest) -> None:
+    databases = None if store == "sqlite" else request.getfixturevalue("postgres_databases")
+    url = request.getfixturevalue("sqlite_url") if databases is None else \
+        databases.create(timescaledb=False)  # plain PostgreSQL: the maintenance job deletes
+    repos = open_repositories(config_for(url))
+    try:
+        before = NOW - timedelta(days=1)
+        load_retained(repos, before)
+        calls = []
+        deleted = repos.fleet.delete_expired(
+            before, before, before, should_stop=lambda: calls.append(1) is None and
+            len(calls) > 1)
+        assert deleted == 10_000  # one chunk, then the stop was seen
+        left = expired_and_fresh(repos, before)
+        assert sum(old for old, _ in left.values()) == 11_000
+        assert sum(new for _, new in left.values()) == 8
+    finally:
+        repos.close()
+        if databases is not None:
+            databases.drop(url)
 
 
 @pytest.mark.integration

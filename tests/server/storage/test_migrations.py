@@ -18,6 +18,7 @@ import time
 import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,11 +36,11 @@ from miniobserv.server.storage import migrate, open_repositories
 from miniobserv.server.storage.base import BatchConflict, LogQuery
 from miniobserv.server.storage.postgres import db as postgres_db
 from miniobserv.server.storage.sqlite.db import enable_wal
-from miniobserv.server.storage.tables import ingested_batches, metadata
+from miniobserv.server.storage.tables import include_object, ingested_batches, metadata
 from tests.conftest import ThrowawayCluster, find_pg_bindir, has_timescaledb_files
 from tests.server.storage.conftest import config_for
 
-OUR_TABLES = {"metrics", "ingested_batches", "hosts"}
+OUR_TABLES = {"samples", "series", "ingested_batches", "hosts"}
 
 
 def table_names(url: str) -> set[str]:
@@ -57,7 +58,9 @@ def schema_differences(url: str) -> list[Any]:
         with engine.connect() as conn, warnings.catch_warnings():
             # SQLite cannot reflect expression indexes; autogenerate says so and skips them.
             warnings.filterwarnings("ignore", "autogenerate skipping", UserWarning)
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(conn, opts={
+                "compare_type": True,
+                "include_object": partial(include_object, dialect=conn.dialect.name)})
             return list(compare_metadata(context, metadata))
     finally:
         engine.dispose()
@@ -163,7 +166,7 @@ def test_plain_postgres_upgrade_downgrade_upgrade(empty_postgres_url: str) -> No
     """The plain-PostgreSQL path, also where TimescaleDB exists (``timescaledb=False``)."""
     round_trip(empty_postgres_url, timescaledb=False)
     with psycopg.connect(empty_postgres_url) as conn:
-        assert not postgres_db.is_hypertable(conn, "metrics")
+        assert not postgres_db.is_hypertable(conn, "samples")
         assert postgres_db.sync_retention(conn, timedelta(days=3)) is False
 
 
@@ -284,18 +287,17 @@ def jobs(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], dict[str, Any]]
 
 
 def policies(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
-    """The policies of the ``metrics`` hypertable, by procedure name."""
-    return {name: job for (table, name), job in jobs(conn).items() if table == "metrics"}
+    """The policies of the ``samples`` hypertable, by procedure name."""
+    return {name: job for (table, name), job in jobs(conn).items() if table == "samples"}
 
 
 @pytest.mark.integration
 @pytest.mark.timescaledb
 def test_timescaledb_hypertable_and_policies(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
-        assert postgres_db.is_hypertable(conn, "metrics")
-        assert chunk_interval(conn, "metrics") == timedelta(days=1)
-        assert compression_settings(conn, "metrics") == [
-            ("host", 1, None), ("name", 2, None), ("time", None, False)]
+        assert postgres_db.is_hypertable(conn, "samples")
+        assert chunk_interval(conn, "samples") == timedelta(days=1)
+        assert compression_settings(conn, "samples") == [("series_id", 1, None), ("time", None, True)]
         jobs = policies(conn)
     assert set(jobs) == {"policy_compression", "policy_retention"}
     assert jobs["policy_compression"]["config"]["compress_after"] == "7 days"
@@ -315,7 +317,7 @@ def test_timescaledb_downgrade_removes_policies(timescale_url: str) -> None:
     assert table_names(timescale_url) == set()
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
-        assert postgres_db.is_hypertable(conn, "metrics")
+        assert postgres_db.is_hypertable(conn, "samples")
         assert set(policies(conn)) == {"policy_compression", "policy_retention"}
 
 
@@ -385,7 +387,7 @@ def test_timescaledb_as_database_owner_and_without_the_right_to_create_it(
                     # Without rights, later revisions may skip extension-backed indexes too.
                     round_trip(url_as(url, role), compare_schema=owner)
                 with psycopg.connect(url) as conn:
-                    assert postgres_db.is_hypertable(conn, "metrics") is owner
+                    assert postgres_db.is_hypertable(conn, "samples") is owner
         finally:
             for url in urls:
                 postgres_databases.drop(url)

@@ -182,7 +182,7 @@ def test_timescaledb_logs_hypertable_and_policies(timescale_url: str) -> None:
     assert policies[("logs", "policy_retention")]["config"]["drop_after"] == "14 days"
     starts = [job["initial_start"] for job in policies.values()]
     tables = {table for table, _ in policies}
-    assert tables == {"metrics", "logs", "metrics_1h", "metrics_1d"}  # 0005 adds the rollups'
+    assert tables == {"samples", "logs", "samples_1h", "samples_1d"}  # 0007 rebuilds 0005's rollups'
     assert len(policies) == 8 and None not in starts
     assert len(set(starts)) == 8  # no two first runs of any policies collide
 
@@ -228,7 +228,7 @@ def test_timescaledb_0002_down_removes_the_logs_policies_only(timescale_url: str
 @pytest.mark.integration
 @pytest.mark.timescaledb
 def test_sync_retention_applies_logs_retention_with_its_own_start(timescale_url: str) -> None:
-    """LOGS_RETENTION replaces the logs policy only; METRICS_RETENTION the metrics one."""
+    """LOGS_RETENTION replaces the logs policy only; METRICS_RETENTION the samples one."""
     with psycopg.connect(timescale_url) as conn:
         before = jobs(conn)
     repos = open_repositories(repos_config(timescale_url))
@@ -239,7 +239,7 @@ def test_sync_retention_applies_logs_retention_with_its_own_start(timescale_url:
     finally:
         repos.close()
     assert after[("logs", "policy_retention")]["config"]["drop_after"] == "3 days"
-    assert after[("metrics", "policy_retention")] == before[("metrics", "policy_retention")]
+    assert after[("samples", "policy_retention")] == before[("samples", "policy_retention")]
     assert after[("logs", "policy_compression")] == before[("logs", "policy_compression")]
     starts = [job["initial_start"] for job in after.values()]
     assert len(set(starts)) == 8  # the new logs policy keeps clear of the others (0005's too)

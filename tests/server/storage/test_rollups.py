@@ -1,4 +1,4 @@
-"""Rollups (migration 0005, SPEC §7): TimescaleDB continuous aggregates serve 1h and 1d.
+"""Rollups (migrations 0005, 0007, SPEC §7): TimescaleDB continuous aggregates serve 1h and 1d.
 
 The migration creates and drops them on TimescaleDB and does nothing elsewhere; a query the
 PostgreSQL store answers from a rollup equals the raw query: min, max, count and last exactly,
@@ -52,7 +52,7 @@ def rollups_of(url: str) -> dict[str, bool]:
 def rollup_jobs(url: str) -> set[tuple[str, str]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
-                            " WHERE hypertable_name LIKE 'metrics_1_'").fetchall()
+                            " WHERE hypertable_name LIKE 'samples_1_'").fetchall()
     return set(rows)
 
 
@@ -89,14 +89,14 @@ def refresh(url: str, until: datetime) -> None:
 
 @pytest.mark.timescaledb
 def test_migration_creates_real_time_rollups_with_policies(timescale_url: str) -> None:
-    assert rollups_of(timescale_url) == {"metrics_1h": False, "metrics_1d": False}
+    assert rollups_of(timescale_url) == {"samples_1h": False, "samples_1d": False}
     assert rollup_jobs(timescale_url) == {
         (proc, view) for view in ROLLUP_VIEWS.values()
         for proc in ("policy_refresh_continuous_aggregate", "policy_retention")}
     with psycopg.connect(timescale_url) as conn:
         drop_after = conn.execute(
             "SELECT DISTINCT (config ->> 'drop_after')::interval FROM timescaledb_information.jobs"
-            " WHERE proc_name = 'policy_retention' AND hypertable_name LIKE 'metrics_1_'"
+            " WHERE proc_name = 'policy_retention' AND hypertable_name LIKE 'samples_1_'"
         ).fetchall()
     assert drop_after == [(ROLLUP_RETENTION,)]
 
@@ -129,8 +129,8 @@ def test_upgrade_rolls_up_the_data_already_stored(postgres_databases: Any) -> No
                      (NAME, now - 20 * DAY, now))
     migrate.upgrade(url)
     # Every whole bucket before now is materialized, far beyond the policy's 3-day window.
-    assert materialized(url, "metrics_1h")[0] >= 20 * 24 - 1
-    assert materialized(url, "metrics_1d")[0] >= 19
+    assert materialized(url, "samples_1h")[0] >= 20 * 24 - 1
+    assert materialized(url, "samples_1d")[0] >= 19
     postgres_databases.drop(url)
 
 
@@ -193,9 +193,9 @@ def test_whole_buckets_are_those_inside_the_inclusive_window() -> None:
 def test_build_query_refuses_a_rollup_that_does_not_fit() -> None:
     t = datetime(2026, 6, 5, tzinfo=UTC)
     with pytest.raises(ValueError):
-        build_query(q(t, t + DAY, bucket="1h"), "metrics_1d")
+        build_query(q(t, t + DAY, bucket="1h"), "samples_1d")
     with pytest.raises(ValueError):
-        build_query(q(t, t + DAY, agg="p95"), "metrics_1h")
+        build_query(q(t, t + DAY, agg="p95"), "samples_1h")
 
 
 # --- answers equal the raw query -----------------------------------------------------------
@@ -303,7 +303,7 @@ def test_rollup_reaches_beyond_the_raw_retention(pg: PostgresRepositories,
     load(pg, today - 60 * DAY, today - 50 * DAY, HOUR, lambda t, index: 2.0)
     refresh(timescale_url, today - 49 * DAY)
     with psycopg.connect(timescale_url) as conn:
-        conn.execute("SELECT drop_chunks('metrics', older_than => %s::timestamptz)",
+        conn.execute("SELECT drop_chunks('samples', older_than => %s::timestamptz)",
                      (today - 40 * DAY,))
     query = q(today - 61 * DAY, today, "1d", "count", labels=(("core", "total"),))
     assert raw_answer(pg, query)[0].points == []
@@ -318,10 +318,12 @@ def test_a_vanished_rollup_falls_back_to_the_raw_table(
     pg, start = loaded
     query = q(start, start + 5 * DAY, "1d", "max")
     expected = pg.metrics.query(query)
-    migrate.downgrade(timescale_url, "0004")
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        conn.execute("SELECT remove_continuous_aggregate_policy('samples_1d')")
+        conn.execute("DROP MATERIALIZED VIEW samples_1d")
     with caplog.at_level(logging.WARNING, logger="miniobserv.server.storage.postgres.metrics"):
         assert pg.metrics.query(query) == expected
-    assert "rollup metrics_1d is gone" in caplog.text
+    assert "rollup samples_1d is gone" in caplog.text
     assert not pg.metrics.serves_from_rollup(query)
 
 
@@ -350,6 +352,6 @@ def test_a_short_metrics_retention_moves_the_rollup_windows_on_timescaledb(
             policies = jobs(conn)
         refresh = {table: job for (table, name), job in policies.items()
                    if name == "policy_refresh_continuous_aggregate"}
-        assert set(refresh) == {"metrics_1h"}
-        assert refresh["metrics_1h"]["config"]["start_offset"] == "1 day 23:00:00"
-        assert policies[("metrics", "policy_retention")]["config"]["drop_after"] == "2 days"
+        assert set(refresh) == {"samples_1h"}
+        assert refresh["samples_1h"]["config"]["start_offset"] == "1 day 23:00:00"
+        assert policies[("samples", "policy_retention")]["config"]["drop_after"] == "2 days"

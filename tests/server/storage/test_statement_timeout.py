@@ -104,7 +104,7 @@ def test_a_query_cut_by_it_answers_503_json(fresh_postgres_url: str) -> None:
     # timeout the query would wait for ever: the lock holder's own statement_timeout ends it
     # (the test then fails instead of hanging).
     with psycopg.connect(fresh_postgres_url) as blocker:
-        blocker.execute("LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE")
+        blocker.execute("LOCK TABLE samples IN ACCESS EXCLUSIVE MODE")
         blocker.execute("SET idle_in_transaction_session_timeout = '20s'")
         try:
             response = app.test_client().get(

@@ -45,7 +45,7 @@ class PostgresRepositories:
     def has_timescaledb(self) -> bool:
         return self.db.has_timescaledb()
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
         return self.db.sync_retention(retention, table)
 
     def close(self) -> None:

@@ -1,14 +1,17 @@
 """PostgreSQL plumbing: the connection pool, one transaction per batch, TimescaleDB policies.
 
 Open the pool after gunicorn's fork (``open_repositories`` runs in each worker) and close it
-at exit. A batch is one transaction (:func:`copy_batch`): the ``batch_id`` claim, the
-cardinality limits, the ``COPY ... FROM STDIN`` of its rows and the host's ``last_seen``.
-Connection failures become :class:`StorageUnavailable` (the API answers 503).
+at exit. A metric batch is one statement when this process knows its series
+(:func:`write_samples`), else one transaction; a log batch is one transaction
+(:func:`copy_batch`): the ``batch_id`` claim, the cardinality limits, the ``COPY ... FROM
+STDIN`` of its rows and the host's ``last_seen``. Connection failures become
+:class:`StorageUnavailable` (the API answers 503).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,16 +20,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
-from miniobserv.server.storage.base import StorageError, StorageUnavailable
+from miniobserv.server.storage.base import (
+    MICROSECOND,
+    StorageError,
+    StorageUnavailable,
+)
 from miniobserv.server.storage.claims import BatchClaim
 from miniobserv.server.storage.series import (
     Limits,
     SeriesKey,
     SeriesLedger,
     admit,
+    cached_ids,
+    first_indexes,
 )
 
 log = logging.getLogger(__name__)
@@ -42,14 +53,39 @@ PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database
 RECONNECT_TIMEOUT_S = 10.0
 RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
 # Each table's retention policy first runs at its own offset, as its migration set it, clear
-# of every other policy's first run (0001: metrics; 0002: logs).
-RETENTION_STARTS: Mapping[str, str] = {"metrics": "1 hour 17 minutes", "logs": "1 hour 43 minutes"}
+# of every other policy's first run (0007: samples; 0002: logs).
+RETENTION_STARTS: Mapping[str, str] = {"samples": "1 hour 17 minutes", "logs": "1 hour 43 minutes"}
 
 _CLAIM_BATCH = """INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
     VALUES (%s, %s, %s, %s) ON CONFLICT (batch_id, kind) DO NOTHING"""
 _CLAIMED_DIGEST = "SELECT digest FROM ingested_batches WHERE batch_id = %s AND kind = %s"
 _TOUCH_HOST = """INSERT INTO hosts (host, last_seen) VALUES (%s, %s)
     ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)"""
+# A batch's samples and its host's last_seen in ONE statement (atomic in autocommit mode);
+# with a claim, both only when the claim is new (a retry writes nothing). The samples go in
+# by a plain INSERT first (the cheapest for the server: measured 2.8 ms of server CPU per
+# 1000 points against 4.4 with ON CONFLICT and 3.5 with COPY); only when that meets a stored
+# (series, time) is it sent again with ON CONFLICT DO UPDATE: a later write of a series and
+# time replaces the value. The batch is deduplicated first (last one wins), as ON CONFLICT
+# DO UPDATE may not touch a row twice.
+_CLAIM_PART = """claim AS (INSERT INTO ingested_batches (batch_id, kind, received_at, digest)
+    VALUES (%(batch_id)s, %(kind)s, %(now)s, %(digest)s)
+    ON CONFLICT (batch_id, kind) DO NOTHING RETURNING 1), """
+_WRITE_SAMPLES = """WITH {claim}written AS (INSERT INTO samples (series_id, time, value)
+        SELECT * FROM unnest(%(ids)b, %(times)b, %(values)b) {claimed}{replace})
+    INSERT INTO hosts (host, last_seen) SELECT %(host)s, %(now)s {claimed}
+    ON CONFLICT (host) DO UPDATE SET last_seen = greatest(hosts.last_seen, excluded.last_seen)
+    RETURNING 1"""
+_CLAIMED = "WHERE EXISTS (SELECT 1 FROM claim)"
+_REPLACE = " ON CONFLICT (series_id, time) DO UPDATE SET value = excluded.value"
+# (claimed, replacing) -> statement
+WRITE: Mapping[tuple[bool, bool], str] = {
+    (claimed, replacing): _WRITE_SAMPLES.format(claim=_CLAIM_PART if claimed else "",
+                                                claimed=_CLAIMED if claimed else "",
+                                                replace=_REPLACE if replacing else "")
+    for claimed in (False, True) for replacing in (False, True)}
+SAMPLES_KEY = "pk_samples"
+
 # Advisory lock classes (the two-int4 key space, apart from the bigint keys above): one lock
 # per host while its new series are counted and created, one while a new host is admitted.
 SERIES_LOCK_CLASS = 0x6D6F7365  # "mose"
@@ -62,22 +98,84 @@ _UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_s
     FROM unnest(%(names)s::text[], %(texts)s::text[]) WITH ORDINALITY AS k(name, labels_text, n)
     ORDER BY k.n
     ON CONFLICT (host, name, labels_text) DO UPDATE SET
-        last_seen = greatest(series.last_seen, excluded.last_seen)"""
+        last_seen = greatest(series.last_seen, excluded.last_seen)
+    RETURNING id, name, labels_text"""
 
-# Continuous aggregates of migration 0005 by bucket, and how each aggregate is computed from
+# Continuous aggregates of migration 0007 by bucket, and how each aggregate is computed from
 # their rows (several per bucket when several label sets match). Both read the raw table, so
 # min, max, count and last equal the raw query's exactly; sum and avg add the same values,
 # maybe in another order (equal up to float rounding; exactly when the sums are exact).
-ROLLUP_VIEWS: Mapping[str, str] = {"1h": "metrics_1h", "1d": "metrics_1d"}
-# 0005's refresh policies: each view refreshes [now - start_offset, now - REFRESH_END].
-ROLLUP_WIDTHS: Mapping[str, timedelta] = {"metrics_1h": timedelta(hours=1),
-                                          "metrics_1d": timedelta(days=1)}
+ROLLUP_VIEWS: Mapping[str, str] = {"1h": "samples_1h", "1d": "samples_1d"}
+# 0007's refresh policies (0005's, rebuilt on samples): each view refreshes [now - start_offset, now - REFRESH_END].
+ROLLUP_WIDTHS: Mapping[str, timedelta] = {"samples_1h": timedelta(hours=1),
+                                          "samples_1d": timedelta(days=1)}
 REFRESH_START = timedelta(days=3)
 REFRESH_END = timedelta(hours=1)
 REFRESH_MARGIN = timedelta(hours=1)  # the window ends this far inside the raw retention
-# When a refresh policy is replaced, its first run, as migration 0005 staggers them.
-REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"metrics_1h": timedelta(minutes=7),
-                                              "metrics_1d": timedelta(minutes=37)}
+# When a refresh policy is replaced, its first run, as migration 0007 staggers them.
+REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"samples_1h": timedelta(minutes=7),
+                                              "samples_1d": timedelta(minutes=37)}
+
+
+# --- arrays in PostgreSQL's binary format, built in one struct.pack each ---------------------
+# psycopg dumps list parameters element by element in Python (~1 ms per 1000 elements and
+# array); a batch's three arrays are built here instead and sent as they are.
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # binary timestamptz: microseconds since then
+_ELEMENTS: Mapping[int, tuple[str, int]] = {20: ("q", 8), 701: ("d", 8), 1184: ("q", 8)}
+
+
+class BinaryArray(bytes):
+    """A one-dimensional array of int8 (oid 20), float8 (701) or timestamptz (1184) in
+    PostgreSQL's binary format; :func:`binary_array` builds it."""
+
+    oid: int = 0
+
+
+class Int8Array(BinaryArray):
+    oid = 1016
+
+
+class Float8Array(BinaryArray):
+    oid = 1022
+
+
+class TimestamptzArray(BinaryArray):
+    oid = 1185
+
+
+def binary_array(kind: type[BinaryArray], element_oid: int, values: Sequence[Any]) -> BinaryArray:
+    """``values`` (ints, floats, or microseconds since PG_EPOCH) as an array of ``kind``."""
+    code, size = _ELEMENTS[element_oid]
+    count = len(values)
+    if count == 0:
+        return kind(struct.pack(">iiI", 0, 0, element_oid))
+    items: list[Any] = [size] * (2 * count)
+    items[1::2] = values
+    return kind(struct.pack(f">iiIii{'i' + code}" + ("i" + code) * (count - 1),
+                            1, 0, element_oid, count, 1, *items))
+
+
+def timestamptz_array(times: Sequence[datetime]) -> TimestamptzArray:
+    micros = [(time - PG_EPOCH) // MICROSECOND for time in times]
+    return TimestamptzArray(binary_array(TimestamptzArray, 1184, micros))
+
+
+class _ArrayDumper(Dumper):
+    """Sends a :class:`BinaryArray` as it is, typed by its class."""
+
+    format = Format.BINARY
+
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        self.oid = cls.oid  # type: ignore[attr-defined]
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
+for _kind in (Int8Array, Float8Array, TimestamptzArray):
+    psycopg.adapters.register_dumper(_kind, _ArrayDumper)
 
 
 def pool_kwargs(database_url: str) -> dict[str, Any]:
@@ -121,8 +219,8 @@ def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
     ``first`` (a constant statement) runs before anything else in the transaction.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
-    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys (metrics
-    only; see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
+    the ``COPY ... FROM STDIN`` of ``rows``; ``series`` the batch's series keys, if any
+    (see :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed
     before with the same digest writes nothing (the retry of a stored batch); with another
     digest it raises BatchConflict. Raises LimitExceeded (storing nothing) past MAX_HOSTS or
     MAX_SERIES_PER_HOST.
@@ -140,6 +238,78 @@ def copy_batch(ingest: Ingest, claim: BatchClaim | None, host: str,
                 copy.write_row(row)
         conn.execute(_TOUCH_HOST, (host, now))
     admitted.remember(ingest.ledger)
+
+
+Sample = tuple[SeriesKey, datetime, float]  # a point: its series key, time and value
+
+
+def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
+                  points: Sequence[Sample]) -> None:
+    """Store one metric batch: the claim, the limits, the samples and ``last_seen``.
+
+    When this process's ledger knows the host and every series as written lately (the
+    steady state), the batch is ONE statement (:data:`WRITE`), one round trip after the
+    pool's check (two when it replaces stored values). Otherwise one transaction: the claim, :func:`admit` (which
+    checks the limits and upserts the series, returning their ids), then the same
+    statement without its claim. Same outcomes as :func:`copy_batch`.
+    """
+    now = datetime.now(UTC)
+    keys = first_indexes([point[0] for point in points])
+    ids = cached_ids(ingest.ledger, host, keys, now)
+    with translate_errors(), ingest.pool.connection() as conn:
+        conn.autocommit = True  # one statement is its own transaction: no BEGIN, no COMMIT
+        try:
+            if ids is not None and _write_at_once(conn, claim, _write_params(ids, host,
+                                                                              points, now)):
+                return
+            with conn.transaction():
+                if claim is not None and not _claim(conn, claim, now):
+                    return  # stored before: nothing more to do
+                admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,
+                                 keys, now)
+                conn.execute(WRITE[False, True], _write_params(admitted.ids, host, points, now))
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+    admitted.remember(ingest.ledger)
+
+
+def _write_at_once(conn: psycopg.Connection[Any], claim: BatchClaim | None,
+                   params: dict[str, Any]) -> bool:
+    """The steady state's one statement; False when the claim vanished meanwhile (pruned:
+    the caller claims again). Raises BatchConflict."""
+    if claim is not None:
+        params.update(batch_id=claim.batch_id, kind=claim.kind, digest=claim.digest)
+    try:
+        row = conn.execute(WRITE[claim is not None, False], params).fetchone()
+    except psycopg.errors.UniqueViolation as err:  # a stored (series, time): replace it
+        if not (err.diag.constraint_name or "").endswith(SAMPLES_KEY):  # a chunk's: 1_pk_samples
+            raise
+        row = conn.execute(WRITE[claim is not None, True], params).fetchone()
+    return row is not None or claim is None or _is_retry(conn, claim)
+
+
+def _write_params(ids: Mapping[SeriesKey, int], host: str, points: Sequence[Sample],
+                  now: datetime) -> dict[str, Any]:
+    latest = {(ids[key], time): value for key, time, value in points}  # last one wins
+    # In key order: each series' points go into its index leaf one after the other, which
+    # lets PostgreSQL split leaves after the new item (measured: 31 B of index per point
+    # instead of 51 when series alternate).
+    keys = sorted(latest)
+    return {"ids": binary_array(Int8Array, 20, [key[0] for key in keys]),
+            "times": timestamptz_array([key[1] for key in keys]),
+            "values": binary_array(Float8Array, 701, [float(latest[key]) for key in keys]),
+            "host": host, "now": now}
+
+
+def _is_retry(conn: psycopg.Connection[Any], claim: BatchClaim) -> bool:
+    """After a claim that claimed nothing: True for the retry of a stored batch (or
+    BatchConflict), False when the claim vanished meanwhile (pruned: claim again)."""
+    row = conn.execute(_CLAIMED_DIGEST, (claim.batch_id, claim.kind)).fetchone()
+    if row is None:
+        return False
+    claim.check_retry(row[0])
+    return True
 
 
 class PostgresSeries:
@@ -170,10 +340,12 @@ class PostgresSeries:
         self._conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                            (SERIES_LOCK_CLASS, host))
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
-        self._conn.execute(_UPSERT_SERIES, {"host": host, "now": now,
-                                            "names": [key[0] for key in keys],
-                                            "texts": [key[1] for key in keys]})
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> dict[SeriesKey, int]:
+        rows = self._conn.execute(_UPSERT_SERIES, {"host": host, "now": now,
+                                                   "names": [key[0] for key in keys],
+                                                   "texts": [key[1] for key in keys]}).fetchall()
+        return {(name, text): series_id for series_id, name, text in rows}
 
     def _one(self, statement: str, *params: Any) -> Any:
         row = self._conn.execute(statement, params or None).fetchone()
@@ -283,7 +455,7 @@ class PostgresDatabase:
         with translate_errors(), self.pool.connection() as conn:
             return has_timescaledb(conn)
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
         """Make TimescaleDB's retention policy on ``table`` drop chunks past ``retention``.
 
         Returns False (and changes nothing) without TimescaleDB: the maintenance job then
@@ -361,15 +533,15 @@ def sync_rollup_refresh(conn: psycopg.Connection[Any], retention: timedelta) -> 
 
 def width_schedule(view: str) -> timedelta:
     """How often 0005 refreshes ``view``: every 30 minutes (1 h buckets) or hour (1 d)."""
-    return timedelta(minutes=30) if view == "metrics_1h" else timedelta(hours=1)
+    return timedelta(minutes=30) if view == "samples_1h" else timedelta(hours=1)
 
 
 def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
-                   table: str = "metrics") -> bool:
+                   table: str = "samples") -> bool:
     """Replace ``table``'s retention policy unless it already drops after ``retention``;
-    for ``metrics``, the rollups' refresh windows follow it (:func:`sync_rollup_refresh`).
+    for ``samples``, the rollups' refresh windows follow it (:func:`sync_rollup_refresh`).
 
-    ``table`` is ``metrics`` or ``logs`` (ValueError otherwise).
+    ``table`` is ``samples`` or ``logs`` (ValueError otherwise).
     """
     if table not in RETENTION_STARTS:
         raise ValueError(f"no retention policy for table {table!r}")
@@ -377,7 +549,7 @@ def sync_retention(conn: psycopg.Connection[Any], retention: timedelta,
         return False
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
-        if table == "metrics":
+        if table == "samples":
             sync_rollup_refresh(conn, retention)
         row = conn.execute(
             "SELECT (config ->> 'drop_after')::interval = %s::interval"

@@ -1,7 +1,7 @@
 """PostgreSQL side of the fleet: hosts, newest values, alert state, outbox, retention, leader.
 
-The newest point of every series is one ``DISTINCT ON (host, name, labels)`` query over a
-recent window (the BRIN index on ``metrics.time`` keeps it to the newest blocks). The
+The newest point of every matching series is one probe of the key ``(series_id, time)`` per
+series (``LATERAL ... ORDER BY time DESC LIMIT 1``), the series resolved first. The
 alerting leader holds a session-level ``pg_try_advisory_lock`` on a dedicated connection:
 PostgreSQL releases it when that connection or its process dies, so another worker takes
 over at its next attempt.
@@ -38,16 +38,21 @@ from miniobserv.server.storage.postgres.db import (
     is_hypertable,
     translate_errors,
 )
-from miniobserv.server.storage.shaping import canonical_labels, merge_latest
+from miniobserv.server.storage.shaping import canonical_labels, containment
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key of the alerting leader ("miniobsa" in ASCII).
 LEADER_LOCK_KEY = 0x6D696E696F627361
 
-_LATEST = """SELECT DISTINCT ON (host, name, labels) host, name, labels, time, value
-    FROM metrics WHERE time >= %(since)s{filters}
-    ORDER BY host, name, labels, time DESC, value DESC LIMIT %(limit)s"""
+# One row per series (its canonical labels text), in code-point order (COLLATE "C"): what
+# merge_latest answers on the other stores, so LIMIT keeps the same series.
+_LATEST = """SELECT s.host, s.name, s.labels_text, x.time, x.value FROM series AS s
+    CROSS JOIN LATERAL (SELECT time, value FROM samples
+        WHERE series_id = s.id AND time >= %(since)s ORDER BY time DESC LIMIT 1) AS x
+    WHERE true{filters}
+    ORDER BY s.host COLLATE "C", s.name COLLATE "C", s.labels_text COLLATE "C"
+    LIMIT %(limit)s"""
 _UPSERT_STATE = """INSERT INTO alert_states (rule_key, host, labels_key, state, value, since,
         updated_at, last_notified) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (rule_key, host, labels_key) DO UPDATE SET state = excluded.state,
@@ -88,22 +93,30 @@ class PostgresFleet:
     def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
                labels: Sequence[tuple[str, str]] = (),
                limit: int | None = None) -> list[LatestValue]:
-        """One DISTINCT ON query; label filters are one ``@>`` containment each."""
+        """One index probe per matching series; label filters are one ``@>`` each."""
         params: dict[str, Any] = {"since": since, "name": name, "host": host, "limit": limit}
         filters: list[sql.Composable] = []
         if name is not None:
-            filters.append(sql.SQL(" AND name = %(name)s"))
+            filters.append(sql.SQL(" AND s.name = %(name)s"))
         if host is not None:
-            filters.append(sql.SQL(" AND host = %(host)s"))
+            filters.append(sql.SQL(" AND s.host = %(host)s"))
         for index, (key, value) in enumerate(labels):
-            params[f"label{index}"] = json.dumps({key: value})
-            filters.append(sql.SQL(" AND labels @> {}::jsonb").format(
+            params[f"label{index}"] = containment(key, value)
+            filters.append(sql.SQL(" AND s.labels @> {}::jsonb").format(
                 sql.Placeholder(f"label{index}")))
         statement = sql.SQL(_LATEST).format(filters=sql.Composed(filters))
         with translate_errors(), self._pool.connection() as conn:
             rows = conn.execute(statement, params).fetchall()
-        return merge_latest(LatestValue(h, n, dict(lab), t.astimezone(UTC), float(v))
-                            for h, n, lab, t, v in rows)
+        # A fleet repeats few label sets: each is parsed once, its dict shared (read-only).
+        parsed: dict[str, dict[str, str]] = {}
+        values = []
+        for host_name, metric, text, time, value in rows:
+            labels_of = parsed.get(text)
+            if labels_of is None:
+                labels_of = parsed[text] = json.loads(text)
+            values.append(LatestValue(host_name, metric, labels_of, time.astimezone(UTC),
+                                      float(value)))
+        return values
 
     def alert_states(self) -> list[AlertState]:
         with translate_errors(), self._pool.connection() as conn:
@@ -163,7 +176,7 @@ class PostgresFleet:
         with translate_errors(), self._pool.connection() as conn:
             conn.autocommit = True
             try:
-                hypertables = {t for t in ("metrics", "logs") if is_hypertable(conn, t)}
+                hypertables = {t for t in ("samples", "logs") if is_hypertable(conn, t)}
                 for table, condition, before in expired_rows(metrics_before, logs_before,
                                                              outbox_before):
                     if table not in hypertables:

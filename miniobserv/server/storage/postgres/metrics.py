@@ -1,9 +1,13 @@
-"""PostgreSQL metrics: COPY per batch, epoch-aligned ``date_bin`` buckets, rollups (SPEC §7).
+"""PostgreSQL metrics: samples by series id, epoch-aligned ``date_bin`` buckets, rollups (SPEC §7).
 
-Queries bucket with ``date_bin`` aligned to the UTC epoch. Only the allowlisted aggregate
-fragments below are ever formatted into SQL text, through :mod:`psycopg.sql`; every other
-value is a bound parameter. ``1h`` and ``1d`` queries of the aggregates the rollups keep read
-whole buckets from the continuous aggregates of migration 0005 when the database has them.
+A query resolves its series first (``series``: host, name, label containment, ``group_by``
+through ``labels ->> key``), then reads their samples through the key ``(series_id, time)``,
+in one statement. Buckets are ``date_bin`` aligned to the UTC epoch. Only the allowlisted
+aggregate fragments below are ever formatted into SQL text, through :mod:`psycopg.sql`;
+every other value is a bound parameter. ``1h`` and ``1d`` queries of the aggregates the
+rollups keep read whole buckets from the continuous aggregates of migration 0007 when the
+database has them. Fleet-wide queries (no host, or one series per host) are the same
+statements without the host condition (:mod:`.fleetquery`).
 """
 
 from __future__ import annotations
@@ -20,31 +24,30 @@ from miniobserv.model import MetricBatch
 from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
+    HOST_GROUP,
     PERCENTILES,
     HostValue,
     MetricQuery,
     Series,
     StorageError,
     TopQuery,
-    labels_text,
 )
 from miniobserv.server.storage.claims import metrics_claim
 from miniobserv.server.storage.postgres.db import (
     ROLLUP_VIEWS,
     Ingest,
-    copy_batch,
     find_rollups,
     translate_errors,
+    write_samples,
 )
-from miniobserv.server.storage.series import batch_series
+from miniobserv.server.storage.series import point_keys
 from miniobserv.server.storage.shaping import containment, to_series, whole_buckets
 
 log = logging.getLogger(__name__)
 
-_COPY_METRICS = "COPY metrics (time, host, name, value, labels) FROM STDIN"
-
 # The allowlist of aggregate SQL, keyed by base.AGGREGATES. ``last`` breaks ties between
-# points of the same newest time by taking the greatest value, identically on every store.
+# points of the same newest time by taking the greatest value, identically on every store
+# (one sample per series and time: a tie only when several series are aggregated together).
 AGGREGATE_SQL: Mapping[str, sql.Composable] = {
     "avg": sql.SQL("avg(value)"),
     "min": sql.SQL("min(value)"),
@@ -57,25 +60,30 @@ AGGREGATE_SQL: Mapping[str, sql.Composable] = {
 }
 assert set(AGGREGATE_SQL) == set(AGGREGATES), "every aggregate needs its SQL"
 
+# The matching series, each with its answer series ('' without group_by, the label value,
+# or the host); MATERIALIZED: read once, then each part probes samples by series id.
+_SERIES = """WITH s AS MATERIALIZED (SELECT id, {series} AS series FROM series
+    WHERE name = %(name)s{host}{filters}) """
 # One SELECT per part of the answer; the parts cover disjoint buckets, so UNION ALL joins them.
-_RAW_PART = """SELECT {series} AS series,
-        date_bin(make_interval(secs => %(width)s), time, TIMESTAMPTZ 'epoch') AS bucket,
-        {aggregate} AS value
-    FROM metrics
-    WHERE host = %(host)s AND name = %(name)s AND {window}{filters}
-    GROUP BY series, bucket"""
-_ROLLUP_PART = """SELECT {series} AS series, bucket, {aggregate} AS value
-    FROM {view}
-    WHERE host = %(host)s AND name = %(name)s AND bucket >= %(first)s AND bucket < %(stop)s{filters}
-    GROUP BY series, bucket"""
+_RAW_PART = """SELECT s.series, {bucket} AS bucket, {aggregate} AS value
+    FROM s JOIN samples AS x ON x.series_id = s.id
+    WHERE {window}
+    GROUP BY s.series, bucket"""
+_ROLLUP_PART = """SELECT s.series, v.bucket, {aggregate} AS value
+    FROM s JOIN {view} AS v ON v.series_id = s.id
+    WHERE v.bucket >= %(first)s AND v.bucket < %(stop)s
+    GROUP BY s.series, v.bucket"""
 _ORDER = " ORDER BY series, bucket"
-_COUNT_SERIES = """SELECT count(*) FROM (SELECT DISTINCT {series} FROM metrics
-    WHERE host = %(host)s AND name = %(name)s AND time >= %(start)s AND time <= %(end)s{filters}
+_COUNT_SERIES = """SELECT count(*) FROM (SELECT DISTINCT s.series FROM s
+    WHERE EXISTS (SELECT 1 FROM samples AS x WHERE x.series_id = s.id
+        AND x.time >= %(start)s AND x.time <= %(end)s)
     LIMIT %(limit)s) AS distinct_series"""
+_DATE_BIN = sql.SQL("date_bin(make_interval(secs => %(width)s), x.time, TIMESTAMPTZ 'epoch')")
+_WHOLE_RANGE = sql.SQL("TIMESTAMPTZ 'epoch'")  # one bucket: an aggregate over the range (top)
 # The raw windows: the whole query, or the partial buckets before and after the rollup's.
-_WHOLE = sql.SQL("time >= %(start)s AND time <= %(end)s")
-_HEAD = sql.SQL("time >= %(start)s AND time < %(first)s")
-_TAIL = sql.SQL("time >= %(stop)s AND time <= %(end)s")
+_WHOLE = sql.SQL("x.time >= %(start)s AND x.time <= %(end)s")
+_HEAD = sql.SQL("x.time >= %(start)s AND x.time < %(first)s")
+_TAIL = sql.SQL("x.time >= %(stop)s AND x.time <= %(end)s")
 
 ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
     "avg": sql.SQL("sum(sum) / sum(count)::double precision"),
@@ -85,37 +93,36 @@ ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
     "count": sql.SQL("sum(count)::bigint"),
     "last": sql.SQL("(array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1]"),
 }
-# 0005's retention policy keeps rollups at least this long; older starts are answered raw.
+# 0007's retention policy keeps rollups at least this long; older starts are answered raw.
 ROLLUP_RETENTION = timedelta(days=400)
 
+
 class PostgresMetrics:
-    """Metrics in the ``metrics`` table (a hypertable when TimescaleDB is present).
+    """Metrics in ``series`` and ``samples`` (a hypertable when TimescaleDB is present).
 
     ``1h`` and ``1d`` queries of the aggregates the rollups keep read whole buckets from the
-    continuous aggregates of migration 0005 when this database has them (looked up once).
+    continuous aggregates of migration 0007 when this database has them (looked up once).
     """
 
     def __init__(self, ingest: Ingest) -> None:
         self._ingest = ingest
         self._pool = ingest.pool
         self._rollups: frozenset[str] | None = None  # the rollup views found, once known
-        from miniobserv.server.storage.postgres.fleetquery import (  # imports this module
-            PostgresFleetQueries,
-        )
-
-        self._fleet_queries = PostgresFleetQueries(self._pool)
 
     def insert_batch(self, batch: MetricBatch) -> int:
-        """Store the batch in one transaction (COPY), or acknowledge a known ``batch_id``."""
-        rows = ((m.time, m.host, m.name, m.value, labels_text(m.labels)) for m in batch.metrics)
-        copy_batch(self._ingest, metrics_claim(batch), batch.host, _COPY_METRICS, rows,
-                   batch_series(batch))
+        """Store the batch (one statement in the steady state), or acknowledge a known
+        ``batch_id``."""
+        host = batch.host
+        for index, metric in enumerate(batch.metrics):
+            if metric.host != host:  # the API refuses them; the series are the batch host's
+                raise StorageError(f"metrics[{index}].host: must equal the batch host")
+        points = [(key, m.time, m.value) for key, m in zip(point_keys(batch), batch.metrics,
+                                                           strict=True)]
+        write_samples(self._ingest, metrics_claim(batch), batch.host, points)
         return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
-        if query.is_fleet_wide:
-            return self._fleet_queries.query(query)
         view = ROLLUP_VIEWS[query.bucket] if self.serves_from_rollup(query) else None
         try:
             rows = self._fetch(*build_query(query, view))
@@ -128,21 +135,18 @@ class PostgresMetrics:
         return to_series(rows, query.group_by)
 
     def count_series(self, query: MetricQuery, limit: int) -> int:
-        """Distinct ``group_by`` values of the matching raw points, at most ``limit``."""
-        if query.is_fleet_wide:
-            return self._fleet_queries.count_series(query, limit)
+        """Distinct ``group_by`` values (hosts for ``group_by="host"``) of the series with
+        points in the range, at most ``limit``."""
         if query.group_by is None:
             return 1
-        params: dict[str, Any] = {"host": query.host, "name": query.name,
-                                  "start": query.start, "end": query.end, "limit": limit}
-        series, filters = _series_and_filters(query, params)
-        statement = sql.SQL(_COUNT_SERIES).format(series=series, filters=filters)
+        params: dict[str, Any] = {"start": query.start, "end": query.end, "limit": limit}
+        statement = sql.Composed([series_cte(query, params), sql.SQL(_COUNT_SERIES)])
         return int(self._fetch(statement, params)[0][0])
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
         """True when ``query`` is answered from a rollup: a ``1h``/``1d`` bucket, an aggregate
         the rollups keep, a rollup in this database, and a start within their retention.
-        Never for fleet-wide queries (:mod:`.fleetquery` reads raw points)."""
+        Never for fleet-wide queries (the API keeps them to the raw range)."""
         if query.is_fleet_wide or query.bucket not in ROLLUP_VIEWS or \
                 query.agg not in ROLLUP_AGGREGATE_SQL:
             return False
@@ -152,7 +156,9 @@ class PostgresMetrics:
 
     def top(self, query: TopQuery) -> list[HostValue]:
         """The hosts of the highest (or lowest) aggregate over the range."""
-        return self._fleet_queries.top(query)
+        from miniobserv.server.storage.postgres.fleetquery import top  # imports this module
+
+        return top(self._fetch, query)
 
     def _available_rollups(self) -> frozenset[str]:
         if self._rollups is None:
@@ -171,52 +177,62 @@ class PostgresMetrics:
         return sorted(row[0] for row in rows)
 
 
-
-def build_query(query: MetricQuery, view: str | None = None) -> tuple[sql.Composed, dict[str, Any]]:
+def build_query(query: MetricQuery, view: str | None = None,
+                bucket: sql.Composable = _DATE_BIN) -> tuple[sql.Composed, dict[str, Any]]:
     """The SQL and parameters of ``query``; only allowlisted fragments are formatted in.
 
     With ``view`` (a value of ROLLUP_VIEWS for ``query.bucket``), the buckets lying wholly
     inside ``[start, end]`` come from that rollup and the partial first and last buckets from
-    the raw table, which alone can cut them at ``start`` and ``end``.
+    the raw samples, which alone can cut them at ``start`` and ``end``. ``bucket`` is the
+    bucket expression (``date_bin``, or one constant for a whole-range aggregate).
     """
     if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
         raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
-    params: dict[str, Any] = {"width": BUCKETS[query.bucket], "host": query.host,
-                              "name": query.name, "start": query.start, "end": query.end}
-    series, filters = _series_and_filters(query, params)
+    params: dict[str, Any] = {"width": BUCKETS[query.bucket], "start": query.start,
+                              "end": query.end}
+    head = series_cte(query, params)
 
     def raw(bounds: sql.Composable) -> sql.Composed:
-        return sql.SQL(_RAW_PART).format(series=series, aggregate=AGGREGATE_SQL[query.agg],
-                                         filters=filters, window=bounds)
+        return sql.SQL(_RAW_PART).format(bucket=bucket, aggregate=AGGREGATE_SQL[query.agg],
+                                         window=bounds)
 
     window = whole_buckets(query)
     if view is None or window is None:
-        return sql.Composed([raw(_WHOLE), sql.SQL(_ORDER)]), params
+        return sql.Composed([head, raw(_WHOLE), sql.SQL(_ORDER)]), params
     if view != ROLLUP_VIEWS.get(query.bucket) or query.agg not in ROLLUP_AGGREGATE_SQL:
         raise ValueError(f"no rollup {view!r} for {query.bucket!r}/{query.agg!r}")
     params["first"], params["stop"] = window
-    parts = [sql.SQL(_ROLLUP_PART).format(series=series, view=sql.Identifier(view),
-                                          aggregate=ROLLUP_AGGREGATE_SQL[query.agg],
-                                          filters=filters)]
+    parts = [sql.SQL(_ROLLUP_PART).format(view=sql.Identifier(view),
+                                          aggregate=ROLLUP_AGGREGATE_SQL[query.agg])]
     if query.start < window[0]:
         parts.append(raw(_HEAD))
     if window[1] <= query.end:
         parts.append(raw(_TAIL))
-    return sql.Composed([sql.SQL(" UNION ALL ").join(parts), sql.SQL(_ORDER)]), params
+    return sql.Composed([head, sql.SQL(" UNION ALL ").join(parts), sql.SQL(_ORDER)]), params
 
 
-def _series_and_filters(query: MetricQuery,
-                        params: dict[str, Any]) -> tuple[sql.Composable, sql.Composed]:
-    """The series expression and the label conditions of ``query``; adds their parameters."""
+def whole_range(query: MetricQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    """:func:`build_query` with one bucket for the whole range (no bucketing)."""
+    return build_query(query, bucket=_WHOLE_RANGE)
+
+
+def series_cte(query: MetricQuery, params: dict[str, Any]) -> sql.Composed:
+    """``WITH s AS (...)``: the series of ``query`` (name, host unless fleet-wide, label
+    containment, ``group_by``) as ``(id, series)``; adds their parameters to ``params``."""
+    params["name"] = query.name
+    host = sql.SQL("")
+    if query.host is not None:
+        params["host"] = query.host
+        host = sql.SQL(" AND host = %(host)s")
     filters: list[sql.Composable] = []
     for index, (key, value) in enumerate(query.labels):
         params[f"label{index}"] = containment(key, value)
         filters.append(sql.SQL(" AND labels @> {}::jsonb").format(sql.Placeholder(f"label{index}")))
     series: sql.Composable = sql.SQL("''")
-    if query.group_by is not None:
+    if query.group_by == HOST_GROUP:
+        series = sql.SQL("host")
+    elif query.group_by is not None:
         params["group"] = query.group_by
         series = sql.SQL("labels ->> %(group)s")
         filters.append(sql.SQL(" AND labels ? %(group)s"))
-    return series, sql.Composed(filters)
-
-
+    return sql.SQL(_SERIES).format(series=series, host=host, filters=sql.Composed(filters))

@@ -36,7 +36,7 @@ class SQLiteRepositories:
         with self.db.read() as conn:
             conn.execute("SELECT 1 FROM hosts LIMIT 1").fetchall()
 
-    def sync_retention(self, retention: timedelta, table: str = "metrics") -> bool:
+    def sync_retention(self, retention: timedelta, table: str = "samples") -> bool:
         """Always False: on SQLite the maintenance job enforces retention."""
         return False
 

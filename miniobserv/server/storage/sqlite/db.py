@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +57,8 @@ _UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_s
     SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
         json_extract(value, '$[1]'), ?, ? FROM json_each(?) WHERE true
     ON CONFLICT (host, name, labels_text) DO UPDATE SET
-        last_seen = max(series.last_seen, excluded.last_seen)"""
+        last_seen = max(series.last_seen, excluded.last_seen)
+    RETURNING id, name, labels_text"""
 
 
 def from_micros(micros: int) -> datetime:
@@ -202,12 +203,14 @@ class SQLiteDatabase:
 
 
 def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,
-                 statement: str, rows: Iterable[Sequence[Any]],
+                 statement: str,
+                 rows: Callable[[Mapping[SeriesKey, int]], Iterable[Sequence[Any]]],
                  series: Mapping[SeriesKey, int] | None = None) -> None:
     """Store one batch in one transaction: the claim, the limits, the rows, ``last_seen``.
 
     ``claim`` (None without a ``batch_id``) goes to ``ingested_batches``; ``statement`` is
-    the ``INSERT`` of one row; ``series`` the batch's series keys (metrics only; see
+    the ``INSERT`` of one row, run (executemany, in order) over ``rows(ids)``, where ``ids``
+    is the series id of each of ``series``, the batch's series keys (metrics only; see
     :func:`~miniobserv.server.storage.series.admit`). A ``batch_id`` claimed before with the
     same digest writes nothing (the retry of a stored batch); with another digest it raises
     BatchConflict. Raises LimitExceeded (storing nothing) past MAX_HOSTS or
@@ -219,7 +222,7 @@ def insert_batch(db: SQLiteDatabase, claim: BatchClaim | None, host: str,
         if claim is not None and not _claim(conn, claim, now):
             return  # stored before: nothing more to do
         admitted = admit(SQLiteSeries(conn), db.ledger, db.limits, host, series or {}, moment)
-        conn.executemany(statement, rows)
+        conn.executemany(statement, rows(admitted.ids))
         conn.execute(_TOUCH_HOST, (host, now))
     admitted.remember(db.ledger)
 
@@ -252,9 +255,11 @@ class SQLiteSeries:
     def lock_host(self, host: str) -> None:
         pass
 
-    def upsert_series(self, host: str, keys: Sequence[SeriesKey], now: datetime) -> None:
+    def upsert_series(self, host: str, keys: Sequence[SeriesKey],
+                      now: datetime) -> dict[SeriesKey, int]:
         micros = to_micros(now)
-        self._conn.execute(_UPSERT_SERIES, (host, micros, micros, json.dumps(keys)))
+        rows = self._conn.execute(_UPSERT_SERIES, (host, micros, micros, json.dumps(keys)))
+        return {(name, text): series_id for series_id, name, text in rows.fetchall()}
 
 
 def _claim(conn: sqlite3.Connection, claim: BatchClaim, now: int) -> bool:

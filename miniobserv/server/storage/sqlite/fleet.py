@@ -1,7 +1,8 @@
 """SQLite side of the fleet: hosts, newest values, alert state, outbox, retention, leader.
 
-The newest point of every series is one ``row_number()`` window query over a recent window
-(served by the index on ``metrics.time``). The alerting leader holds an exclusive
+The newest point of every series is one statement: the matching series, then one probe of
+each one's key range of ``samples`` from its newest end. Retention deletes samples by ranges
+of series ids, in chunks. The alerting leader holds an exclusive
 ``fcntl.flock`` on ``<database>.alerting.lock``: the kernel releases it when the process
 dies, so another process sharing the file takes over at its next attempt.
 """
@@ -32,18 +33,27 @@ from miniobserv.server.storage.fleet_common import (
     never,
     outbox_status,
 )
-from miniobserv.server.storage.shaping import canonical_labels, merge_latest
+from miniobserv.server.storage.shaping import canonical_labels
 from miniobserv.server.storage.sqlite.db import SQLiteDatabase, from_micros
 
 log = logging.getLogger(__name__)
 
-# Labels are stored as compact JSON text whose key order is the sender's: the query keeps
-# one row per spelling and merge_latest folds spellings of the same label set together.
-_LATEST = """SELECT host, name, labels, time, value FROM (
-        SELECT host, name, labels, time, value, row_number() OVER (
-            PARTITION BY host, name, labels ORDER BY time DESC, value DESC) AS rank
-        FROM metrics WHERE {where})
-    WHERE rank = 1"""
+# Per matching series (name, host and label filters on ``series``, read from its unique
+# index (host, name, labels_text) in that order), its newest sample: one probe of the key
+# (series_id, time) from its end, kept when within the window. One row per series, sorted.
+_LATEST = """SELECT r.host, r.name, r.labels_text, s.time, s.value
+    FROM series AS r CROSS JOIN samples AS s
+    WHERE {where} AND s.series_id = r.id AND s.time = (
+        SELECT time FROM samples WHERE series_id = r.id ORDER BY time DESC LIMIT 1)
+      AND s.time >= :since
+    ORDER BY r.host, r.name, r.labels_text{limit}"""
+# One retention chunk: expired samples of the series from id :first on, in key order, each
+# series' expired rows being the start of its key range (nothing newer is read).
+_EXPIRED_SAMPLES = """SELECT s.series_id, s.time FROM series AS r CROSS JOIN samples AS s
+    WHERE r.id >= :first AND s.series_id = r.id AND s.time < :before
+    ORDER BY r.id, s.time LIMIT :limit"""
+_LAST_EXPIRED = f"SELECT max(series_id) FROM ({_EXPIRED_SAMPLES})"
+_DELETE_EXPIRED = f"DELETE FROM samples WHERE (series_id, time) IN ({_EXPIRED_SAMPLES})"
 _UPSERT_STATE = """INSERT INTO alert_states (rule_key, host, labels_key, state, value, since,
         updated_at, last_notified) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (rule_key, host, labels_key) DO UPDATE SET state = excluded.state,
@@ -81,24 +91,29 @@ class SQLiteFleet:
     def latest(self, since: datetime, *, name: str | None = None, host: str | None = None,
                labels: Sequence[tuple[str, str]] = (),
                limit: int | None = None) -> list[LatestValue]:
-        """One window query; label filters compare ``json_extract`` per key.
+        """One statement: the matching series, then each one's newest sample (one key probe).
 
-        ``limit`` cuts the merged answer: a label set may have several spellings here.
+        Label filters compare ``json_extract`` of ``series.labels_text`` per key. Sorted by
+        SQLite's BINARY collation of UTF-8 text, which is code-point order (as merge_latest).
         """
-        clauses = ["time >= :since"]
-        params: dict[str, Any] = {"since": to_micros(since), "name": name, "host": host}
+        clauses = []
+        params: dict[str, Any] = {"since": to_micros(since), "name": name, "host": host,
+                                  "limit": limit}
         if name is not None:
-            clauses.append("name = :name")
+            clauses.append("r.name = :name")
         if host is not None:
-            clauses.append("host = :host")
+            clauses.append("r.host = :host")
         for index, (key, value) in enumerate(labels):
             params[f"key{index}"] = '$."' + key.replace('"', "") + '"'
             params[f"value{index}"] = value
-            clauses.append(f"json_extract(labels, :key{index}) = :value{index}")
+            clauses.append(f"json_extract(r.labels_text, :key{index}) = :value{index}")
+        statement = _LATEST.format(where=" AND ".join(clauses) or "true",
+                                   limit="" if limit is None else " LIMIT :limit")
         with self._db.read() as conn:
-            rows = conn.execute(_LATEST.format(where=" AND ".join(clauses)), params).fetchall()
-        return merge_latest(LatestValue(h, n, json.loads(lab), from_micros(t), float(v))
-                            for h, n, lab, t, v in rows)[:limit]
+            rows = conn.execute(statement, params).fetchall()
+        parsed: dict[str, dict[str, str]] = {}  # label sets shared by many hosts: parsed once
+        return [LatestValue(h, n, parsed.get(text) or parsed.setdefault(text, json.loads(text)),
+                            from_micros(t), float(v)) for h, n, text, t, v in rows]
 
     def alert_states(self) -> list[AlertState]:
         with self._db.read() as conn:
@@ -155,11 +170,17 @@ class SQLiteFleet:
     def delete_expired(self, metrics_before: datetime, logs_before: datetime,
                        outbox_before: datetime, *,
                        should_stop: Callable[[], bool] | None = None) -> int:
-        """Chunked range deletes (SQLite has no retention of its own): each chunk is one
-        short write transaction, so ingest is never held up for long."""
+        """Chunked deletes (SQLite has no retention of its own): each chunk is one short
+        write transaction, so ingest is never held up for long. Samples go by ranges of
+        series ids, reading only the expired start of each series' key range."""
         deleted = 0
+        stop = should_stop or never
         for table, condition, before in expired_rows(metrics_before, logs_before,
                                                      outbox_before):
+            if table == "samples":
+                assert before is not None
+                deleted += self._delete_samples(to_micros(before), stop)
+                continue
             where = condition.format("?")
             statement = (f"DELETE FROM {table} WHERE rowid IN"  # constants only
                          f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)")
@@ -170,8 +191,27 @@ class SQLiteFleet:
                 with self._db.write() as conn:
                     return int(conn.execute(statement, (*params, limit)).rowcount)
 
-            deleted += delete_in_chunks(chunk, should_stop or never)
+            deleted += delete_in_chunks(chunk, stop)
         return deleted
+
+    def _delete_samples(self, before: int, should_stop: Callable[[], bool]) -> int:
+        """Samples older than ``before`` (µs), :data:`RETENTION_CHUNK` a transaction, series
+        by series from the lowest id; each chunk resumes at the last series of the one
+        before (which may have more expired rows)."""
+        first = 0
+
+        def chunk(limit: int) -> int:
+            nonlocal first
+            params = {"first": first, "before": before, "limit": limit}
+            with self._db.write() as conn:
+                last = conn.execute(_LAST_EXPIRED, params).fetchone()[0]
+                if last is None:
+                    return 0
+                count = int(conn.execute(_DELETE_EXPIRED, params).rowcount)
+            first = int(last)
+            return count
+
+        return delete_in_chunks(chunk, should_stop)
 
     def leader_lock(self) -> FileLeaderLock:
         return FileLeaderLock(self._db.path + ".alerting.lock")

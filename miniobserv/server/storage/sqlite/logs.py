@@ -39,7 +39,7 @@ class SQLiteLogs:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         rows = ((to_micros(e.time), e.host, e.level, e.message, e.path, labels_text(e.labels))
                 for e in batch.entries)  # read inside the transaction, as PostgreSQL's COPY
-        insert_batch(self._db, logs_claim(batch), batch.host, _INSERT, rows)
+        insert_batch(self._db, logs_claim(batch), batch.host, _INSERT, lambda ids: rows)
         return len(batch.entries)
 
     def query(self, query: LogQuery) -> LogPage:

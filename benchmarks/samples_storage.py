@@ -1,0 +1,206 @@
+"""Bytes per point of series + samples on PostgreSQL, TimescaleDB and SQLite, and migration
+0007's time.
+
+Storage (``--measure bytes``): the fleet workload of ``fleet_compare.py`` (``--hosts`` x nine
+metrics at 10 s steps, ``--points`` in all, ending ``--days-ago`` days back so that every
+chunk is past the compression policy's 7 days) is written through the PostgreSQL repository
+(1000-point batches, ``insert_batch``: the server's ingest path without HTTP) into plain
+PostgreSQL and TimescaleDB. Then ``VACUUM ANALYZE``, and on TimescaleDB every chunk is
+compressed (what the compression policy does after 7 days). Reported: bytes of ``samples``
+(table, indexes, TOAST; ``hypertable_size``) and of ``series``, per stored point. SQLite:
+the same through the SQLite repository; the file after a WAL checkpoint, and its pages of
+``samples`` and of ``series`` (with its indexes) from ``dbstat`` when SQLite has it.
+
+Migration (``--measure migration``): the same points as rows of the old ``metrics`` table
+(revision 0006, filled by COPY, series backfilled by 0006), then ``alembic upgrade 0007``
+timed: seconds per million rows, on a cluster with PostgreSQL's default durability
+settings (fsync on); on SQLite, rows inserted by executemany into a file at 0006.
+
+    python benchmarks/samples_storage.py [--points 1000000] [--hosts 1000]
+                                         [--stores postgres,timescaledb,sqlite]
+                                         [--measure bytes,migration]
+
+Every cluster is stopped and deleted at the end. Run by hand, never as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.fleet_compare import NINE, STEP_S, Workload  # noqa: E402
+from benchmarks.ingest import postgres_store  # noqa: E402
+from miniobserv.model import Metric, MetricBatch  # noqa: E402
+from miniobserv.server.storage import migrate  # noqa: E402
+from miniobserv.server.storage.base import labels_text, to_micros  # noqa: E402
+from miniobserv.server.storage.postgres import PostgresRepositories  # noqa: E402
+from miniobserv.server.storage.sqlite import SQLiteRepositories  # noqa: E402
+
+
+def batches(workload: Workload) -> Iterator[MetricBatch]:
+    for index in range(workload.batches):
+        host, points = workload.points_of(index)
+        yield MetricBatch(host, [
+            Metric(datetime.fromtimestamp(at, UTC), host, NINE[metric][0], value,
+                   NINE[metric][1]) for at, metric, value in points])
+
+
+def load(repos: PostgresRepositories | SQLiteRepositories, workload: Workload) -> float:
+    """Write the workload through ``repos`` (closed afterwards); the seconds it took."""
+    began = time.monotonic()
+    try:
+        for batch in batches(workload):
+            repos.metrics.insert_batch(batch)
+    finally:
+        repos.close()
+    return time.monotonic() - began
+
+
+def relation_bytes(conn: psycopg.Connection, table: str, hyper: bool) -> int:
+    size = "hypertable_size(%s::regclass)" if hyper else "pg_total_relation_size(%s::regclass)"
+    row = conn.execute(f"SELECT {size}", (table,)).fetchone()  # one of two fixed texts
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def measure_bytes(workload: Workload, timescaledb: bool) -> None:
+    with postgres_store(timescaledb) as store:
+        url = store.url
+        repos = PostgresRepositories(url, max_size=2).open()
+        loaded = load(repos, workload)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE samples")
+            conn.execute("VACUUM ANALYZE series")
+            if timescaledb:
+                conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
+                             " FROM show_chunks('samples') c")
+            stored = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+            samples = relation_bytes(conn, "samples", timescaledb)
+            series = relation_bytes(conn, "series", False)
+    name = "TimescaleDB (chunks compressed)" if timescaledb else "plain PostgreSQL"
+    print(f"{name}: {stored:,} points in {loaded:.1f} s ({stored / loaded:,.0f} points/s"
+          f" through insert_batch, one process); samples {samples / stored:.2f} B/point,"
+          f" series {series / stored:.2f} B/point, together {(samples + series) / stored:.2f}")
+
+
+def load_old_rows(url: str, workload: Workload) -> int:
+    rows = 0
+    with psycopg.connect(url) as conn, conn.cursor().copy(
+            "COPY metrics (time, host, name, value, labels) FROM STDIN") as copy:
+        for batch in batches(workload):
+            for m in batch.metrics:
+                copy.write_row((m.time, m.host, m.name, m.value, labels_text(m.labels)))
+                rows += 1
+    return rows
+
+
+def measure_migration(workload: Workload, timescaledb: bool) -> None:
+    with postgres_store(timescaledb) as store:
+        url = store.url
+        migrate.downgrade(url, "0005")  # an empty database: only the old tables
+        rows = load_old_rows(url, workload)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE metrics")
+        migrate.upgrade(url, "0006", timescaledb=timescaledb)
+        began = time.monotonic()
+        migrate.upgrade(url, "0007", timescaledb=timescaledb)
+        took = time.monotonic() - began
+        with psycopg.connect(url) as conn:
+            moved = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+    name = "TimescaleDB" if timescaledb else "plain PostgreSQL"
+    print(f"{name}: upgrade 0006 -> 0007 moved {moved:,} of {rows:,} rows in {took:.1f} s"
+          f" = {took / rows * 1e6:.1f} s per million rows")
+
+
+def sqlite_pages(conn: sqlite3.Connection, names: tuple[str, ...]) -> int | None:
+    """Bytes of the b-trees ``names`` (tables and indexes) from ``dbstat``, or None."""
+    try:
+        row = conn.execute(f"SELECT sum(pgsize) FROM dbstat WHERE name IN"
+                           f" ({', '.join('?' * len(names))})", names).fetchone()
+    except sqlite3.OperationalError:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+        return None
+    return int(row[0] or 0)
+
+
+def measure_sqlite_bytes(workload: Workload) -> None:
+    root = Path(tempfile.mkdtemp(prefix="miniobserv-bench-"))
+    path = root / "miniobserv.db"
+    try:
+        migrate.upgrade(f"sqlite:///{path}")
+        repos = SQLiteRepositories(f"sqlite:///{path}")
+        loaded = load(repos, workload)
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            stored = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+            samples = sqlite_pages(conn, ("samples",))
+            series = sqlite_pages(conn, ("series", "sqlite_autoindex_series_1",
+                                         "ix_series_last_seen"))
+        size = sum(p.stat().st_size for p in root.iterdir())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    parts = "" if samples is None or series is None else \
+        f"; samples {samples / stored:.2f} B/point, series {series / stored:.2f} B/point"
+    print(f"SQLite {sqlite3.sqlite_version}: {stored:,} points in {loaded:.1f} s"
+          f" ({stored / loaded:,.0f} points/s through insert_batch, one process);"
+          f" file {size / stored:.2f} B/point{parts}")
+
+
+def measure_sqlite_migration(workload: Workload) -> None:
+    root = Path(tempfile.mkdtemp(prefix="miniobserv-bench-"))
+    url = f"sqlite:///{root / 'miniobserv.db'}"
+    try:
+        migrate.upgrade(url, "0005")
+        rows = 0
+        with sqlite3.connect(root / "miniobserv.db") as conn:
+            for batch in batches(workload):
+                conn.executemany("INSERT INTO metrics (time, host, name, value, labels)"
+                                 " VALUES (?, ?, ?, ?, ?)",
+                                 [(to_micros(m.time), m.host, m.name, m.value,
+                                   labels_text(m.labels)) for m in batch.metrics])
+                rows += len(batch.metrics)
+        migrate.upgrade(url, "0006")
+        began = time.monotonic()
+        migrate.upgrade(url, "0007")
+        took = time.monotonic() - began
+        with sqlite3.connect(root / "miniobserv.db") as conn:
+            moved = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"SQLite: upgrade 0006 -> 0007 moved {moved:,} of {rows:,} rows in {took:.1f} s"
+          f" = {took / rows * 1e6:.1f} s per million rows")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--days-ago", type=float, default=10.0)
+    parser.add_argument("--stores", default="postgres,timescaledb")
+    parser.add_argument("--measure", default="bytes,migration")
+    args = parser.parse_args()
+    newest = int((datetime.now(UTC) - timedelta(days=args.days_ago)).timestamp())
+    workload = Workload(args.hosts, args.points, newest - newest % STEP_S)
+    print(f"{platform.node()}: {workload.total:,} points, {args.hosts} hosts x {len(NINE)}"
+          f" metrics, 10 s steps; Python {platform.python_version()}")
+    for store in args.stores.split(","):
+        for what in args.measure.split(","):
+            if store == "sqlite":
+                (measure_sqlite_bytes if what == "bytes" else measure_sqlite_migration)(workload)
+            else:
+                (measure_bytes if what == "bytes" else measure_migration)(
+                    workload, store == "timescaledb")
+
+
+if __name__ == "__main__":
+    main()

@@ -270,9 +270,9 @@ def soak(args: argparse.Namespace, server: Gunicorn, database_url: str) -> int:
         print(f"  {path}: " + " ".join(f"{percentile(minutes[m], 0.99) * 1000:.0f}"
                                        for m in sorted(minutes)))
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM metrics").fetchone()
+        row = conn.execute("SELECT count(*) FROM samples").fetchone()
     rows = int(row[0]) if row else 0
-    print(f"\nrows in metrics: {rows}; points acknowledged: {acknowledged_points} "
+    print(f"\nrows in samples: {rows}; points acknowledged: {acknowledged_points} "
           f"({'equal' if rows == acknowledged_points else 'DIFFERENT'})")
     ok = errors == 0 and abs(growth) <= RSS_TOLERANCE and rows == acknowledged_points
     print("result:", "PASS" if ok else "FAIL")

@@ -136,8 +136,9 @@ def downgrade() -> None:
         _remove_policies("samples")
     op.create_table(
         "metrics",
-        sa.Column("time", Timestamp, nullable=False), sa.Column("host", sa.Text(), nullable=False),
-        sa.Column("name", sa.Text(), nullable=False), sa.Column("value", sa.Double(), nullable=False),
+        sa.Column("time", Timestamp, nullable=False),
+        sa.Column("host", sa.Text(), nullable=False), sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("value", sa.Double(), nullable=False),
         sa.Column("labels", Labels, nullable=False, server_default=sa.text("'{}'")))
     op.create_index("ix_metrics_host_name_time", "metrics", ["host", "name", "time"])
     op.create_index("ix_metrics_time", "metrics", ["time"], postgresql_using="brin")

@@ -106,7 +106,8 @@ _UPSERT_SERIES = """INSERT INTO series (host, name, labels_text, labels, first_s
 # min, max, count and last equal the raw query's exactly; sum and avg add the same values,
 # maybe in another order (equal up to float rounding; exactly when the sums are exact).
 ROLLUP_VIEWS: Mapping[str, str] = {"1h": "samples_1h", "1d": "samples_1d"}
-# 0007's refresh policies (0005's, rebuilt on samples): each view refreshes [now - start_offset, now - REFRESH_END].
+# 0007's refresh policies (0005's, rebuilt on samples): each view refreshes
+# [now - start_offset, now - REFRESH_END].
 ROLLUP_WIDTHS: Mapping[str, timedelta] = {"samples_1h": timedelta(hours=1),
                                           "samples_1d": timedelta(days=1)}
 REFRESH_START = timedelta(days=3)
@@ -249,9 +250,10 @@ def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
 
     When this process's ledger knows the host and every series as written lately (the
     steady state), the batch is ONE statement (:data:`WRITE`), one round trip after the
-    pool's check (two when it replaces stored values). Otherwise one transaction: the claim, :func:`admit` (which
-    checks the limits and upserts the series, returning their ids), then the same
-    statement without its claim. Same outcomes as :func:`copy_batch`.
+    pool's check (two when it replaces stored values). Otherwise one transaction: the
+    claim, :func:`admit` (which checks the limits and upserts the series, returning their
+    ids), then the same statement without its claim, replacing. Same outcomes as
+    :func:`copy_batch`.
     """
     now = datetime.now(UTC)
     keys = first_indexes([point[0] for point in points])

@@ -416,6 +416,16 @@ def test_ping_answers(repos: Repositories) -> None:
     repos.ping()
 
 
+def test_a_metric_of_another_host_is_refused_whole(repos: Repositories) -> None:
+    """The API refuses such a batch; a store given one anyway writes nothing (its series
+    would be the batch host's), the same on every store."""
+    good = batch(3, host="h1", start=START)
+    mixed = replace(good, metrics=[*good.metrics[:2], replace(good.metrics[2], host="h2")])
+    with pytest.raises(StorageError, match=r"metrics\[2\]\.host"):
+        repos.metrics.insert_batch(mixed)
+    assert count_stored(repos, host="h1") == 0 and repos.metrics.hosts() == []
+
+
 # --- failures of the database itself --------------------------------------------------------
 
 def test_unreachable_postgres_is_unavailable(unreachable_postgres: Repositories) -> None:

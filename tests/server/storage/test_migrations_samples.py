@@ -146,16 +146,22 @@ def test_plain_postgres_samples_migration_round_trip(empty_postgres_url: str) ->
     assert indexes == {"pk_samples", "ix_samples_time"}
 
 
+def hypertable_metrics_at(url: str, revision: str) -> Execute:
+    """``url`` upgraded to ``revision`` with ``metrics`` a hypertable (else the test skips);
+    its executor."""
+    upgrade(url, revision)
+    with psycopg.connect(url) as conn:
+        if not postgres_db.is_hypertable(conn, "metrics"):
+            pytest.skip("needs TimescaleDB")
+    return postgres_executor(url)
+
+
 @pytest.mark.integration
 @pytest.mark.timescaledb
 def test_timescaledb_samples_migration_round_trip(postgres_databases: Any) -> None:
     url = postgres_databases.create(migrated=False)
     try:
-        upgrade(url, "0001")
-        with psycopg.connect(url) as conn:
-            if not postgres_db.is_hypertable(conn, "metrics"):
-                pytest.skip("needs TimescaleDB")
-        execute = postgres_executor(url)
+        execute = hypertable_metrics_at(url, "0001")
         check_round_trip(url, execute, lambda t: t, lambda t: t.astimezone(UTC))
         with psycopg.connect(url) as conn:
             assert postgres_db.is_hypertable(conn, "samples")
@@ -186,11 +192,7 @@ def test_refusing_timescaledb_at_0007_still_drops_the_old_hypertable(
     plain table, the rollups and policies of metrics are gone with it."""
     url = postgres_databases.create(migrated=False)
     try:
-        upgrade(url, "0006")
-        with psycopg.connect(url) as conn:
-            if not postgres_db.is_hypertable(conn, "metrics"):
-                pytest.skip("needs TimescaleDB")
-        execute = postgres_executor(url)
+        execute = hypertable_metrics_at(url, "0006")
         execute("INSERT INTO metrics (time, host, name, value, labels)"
                 " VALUES (now(), 'h', 'mem.used_pct', 1.5, '{}')")
         upgrade(url, timescaledb=False)

@@ -123,43 +123,39 @@ REFRESH_FIRST_RUN: Mapping[str, timedelta] = {"samples_1h": timedelta(minutes=7)
 # array); a batch's three arrays are built here instead and sent as they are.
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # binary timestamptz: microseconds since then
-_ELEMENTS: Mapping[int, tuple[str, int]] = {20: ("q", 8), 701: ("d", 8), 1184: ("q", 8)}
 
 
 class BinaryArray(bytes):
-    """A one-dimensional array of int8 (oid 20), float8 (701) or timestamptz (1184) in
-    PostgreSQL's binary format; :func:`binary_array` builds it."""
+    """A one-dimensional array in PostgreSQL's binary format, typed by its subclass: the
+    array's oid, its elements' oid and their ``struct`` code (all 8 bytes wide)."""
 
     oid: int = 0
+    element_oid: int = 0
+    code: str = ""
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> BinaryArray:
+        count = len(values)
+        if count == 0:
+            return cls(struct.pack(">iiI", 0, 0, cls.element_oid))
+        items: list[Any] = [8] * (2 * count)  # each element: its length, then its value
+        items[1::2] = values
+        return cls(struct.pack(f">iiIii{'i' + cls.code}" + ("i" + cls.code) * (count - 1),
+                               1, 0, cls.element_oid, count, 1, *items))
 
 
 class Int8Array(BinaryArray):
-    oid = 1016
+    oid, element_oid, code = 1016, 20, "q"
 
 
 class Float8Array(BinaryArray):
-    oid = 1022
+    oid, element_oid, code = 1022, 701, "d"
 
 
 class TimestamptzArray(BinaryArray):
-    oid = 1185
+    """Of microseconds since PG_EPOCH."""
 
-
-def binary_array(kind: type[BinaryArray], element_oid: int, values: Sequence[Any]) -> BinaryArray:
-    """``values`` (ints, floats, or microseconds since PG_EPOCH) as an array of ``kind``."""
-    code, size = _ELEMENTS[element_oid]
-    count = len(values)
-    if count == 0:
-        return kind(struct.pack(">iiI", 0, 0, element_oid))
-    items: list[Any] = [size] * (2 * count)
-    items[1::2] = values
-    return kind(struct.pack(f">iiIii{'i' + code}" + ("i" + code) * (count - 1),
-                            1, 0, element_oid, count, 1, *items))
-
-
-def timestamptz_array(times: Sequence[datetime]) -> TimestamptzArray:
-    micros = [(time - PG_EPOCH) // MICROSECOND for time in times]
-    return TimestamptzArray(binary_array(TimestamptzArray, 1184, micros))
+    oid, element_oid, code = 1185, 1184, "q"
 
 
 class _ArrayDumper(Dumper):
@@ -298,9 +294,9 @@ def _write_params(ids: Mapping[SeriesKey, int], host: str, points: Sequence[Samp
     # lets PostgreSQL split leaves after the new item (measured: 31 B of index per point
     # instead of 51 when series alternate).
     keys = sorted(latest)
-    return {"ids": binary_array(Int8Array, 20, [key[0] for key in keys]),
-            "times": timestamptz_array([key[1] for key in keys]),
-            "values": binary_array(Float8Array, 701, [float(latest[key]) for key in keys]),
+    return {"ids": Int8Array.of([key[0] for key in keys]),
+            "times": TimestamptzArray.of([(key[1] - PG_EPOCH) // MICROSECOND for key in keys]),
+            "values": Float8Array.of([float(latest[key]) for key in keys]),
             "host": host, "now": now}
 
 

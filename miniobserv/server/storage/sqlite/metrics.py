@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from miniobserv.model import Metric, MetricBatch, is_label_key
+from miniobserv.model import MetricBatch, is_label_key
 from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
@@ -35,9 +35,8 @@ from miniobserv.server.storage.base import (
     to_micros,
 )
 from miniobserv.server.storage.claims import metrics_claim
-from miniobserv.server.storage.series import SeriesKey, first_indexes
+from miniobserv.server.storage.series import SeriesKey, first_indexes, point_keys
 from miniobserv.server.storage.shaping import (
-    canonical_labels,
     json_path,
     percentile_cont,
     to_series,
@@ -90,7 +89,7 @@ class SQLiteMetrics:
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
         metrics = batch.metrics
-        keys = series_keys(metrics)
+        keys = point_keys(batch)
         # Everything but the ids before the transaction: less work under the write lock.
         staged = [(key, to_micros(m.time), m.value) for key, m in zip(keys, metrics, strict=True)]
 
@@ -130,20 +129,6 @@ class SQLiteMetrics:
     def serves_from_rollup(self, query: MetricQuery) -> bool:
         """Always False: SQLite has no rollups, every query reads the raw points."""
         return False
-
-
-def series_keys(metrics: Sequence[Metric]) -> list[SeriesKey]:
-    """The (name, canonical labels) of every metric; each distinct label spelling of the
-    batch is encoded once."""
-    spelled: dict[tuple[tuple[str, str], ...], str] = {}
-    keys = []
-    for metric in metrics:
-        items = tuple(metric.labels.items())
-        text = spelled.get(items)
-        if text is None:
-            text = spelled[items] = canonical_labels(metric.labels)
-        keys.append((metric.name, text))
-    return keys
 
 
 def check(query: MetricQuery) -> None:

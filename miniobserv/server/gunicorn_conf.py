@@ -21,6 +21,11 @@ Why each setting:
 - With ``DASHBOARD_AUTH=none`` or ``METRICS_AUTH=none`` and a bind beyond loopback, the master
   logs the warning once (without this file each worker logs it).
 - ``timeout`` and ``graceful_timeout`` follow ``REQUEST_TIMEOUT`` and ``SHUTDOWN_TIMEOUT``.
+- No control socket (gunicorn 25.1 and later open one by default, at one path per user,
+  ``~/.gunicorn/gunicorn.ctl``, through which ``gunicornc`` can change the worker count or
+  stop the server): a second server of the same user took over the first one's socket, and the
+  first one's exit then removed it (checked with gunicorn 27.0.1). MiniObserv is managed by
+  signals (``HUP``, ``TERM``) as before. Older gunicorn ignores the setting.
 
 Every setting can be overridden as usual: command-line flags and ``GUNICORN_CMD_ARGS``
 (e.g. ``--threads 64``) win over this file; ``WEB_CONCURRENCY`` sets the worker count;
@@ -58,6 +63,7 @@ threads = THREADS
 if "WEB_CONCURRENCY" not in os.environ:
     workers = WORKERS
 keepalive = KEEPALIVE_S
+control_socket_disable = True
 limit_request_line = REQUEST_LINE_BYTES
 limit_request_fields = HEADER_FIELDS
 limit_request_field_size = HEADER_FIELD_BYTES

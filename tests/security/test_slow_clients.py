@@ -63,7 +63,8 @@ class Tricklers:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Gunicorn]:
-    proc = Gunicorn(f"sqlite:///{tmp_path}/slow.db", args=CONFIG_ARGS)
+    proc = Gunicorn(f"sqlite:///{tmp_path}/slow.db", args=CONFIG_ARGS,
+                    env={"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")})
     try:
         proc.wait_ready()
         yield proc
@@ -95,6 +96,13 @@ def request_line_of(length: int) -> bytes:
     """``GET /xxx… HTTP/1.1`` of exactly ``length`` bytes, without its CRLF."""
     fixed = len("GET / HTTP/1.1")
     return b"GET /" + b"x" * (length - fixed) + b" HTTP/1.1"
+
+
+def test_no_control_socket_is_opened(server: Gunicorn, tmp_path: Path) -> None:
+    """gunicorn 25.1+ would open ``$XDG_RUNTIME_DIR/gunicorn.ctl`` (or one under ``$HOME``)."""
+    assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+    assert "Control socket" not in server.output
+    assert not list(tmp_path.rglob("*.ctl"))
 
 
 def test_the_request_line_is_bounded(server: Gunicorn) -> None:

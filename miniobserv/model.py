@@ -528,35 +528,47 @@ def parse_metric_batch(data: Any, now: datetime | None = None) -> MetricBatch:
     times: list[int] = []
     values: list[float] = []
     slots: list[int] = []
-    missing = _MISSING
+    missing, limit = _MISSING, MAX_ABS_VALUE
+    find_time, find_kind = seen_times.get, seen_kinds.get
+    add_time, add_value, add_slot = times.append, values.append, slots.append
     for index, item in enumerate(items):
         micros = slot = None
         if type(item) is dict:
-            own = item.get("host", missing)
-            value = item.get("value", missing)
+            get = item.get
+            own = get("host", missing)
+            value = get("value", missing)
             if (own is missing or own == raw_host) and value is not missing:
-                labels = item.get("labels")
-                name = item.get("name")
+                labels, text = get("labels"), get("time")
                 try:
-                    micros = seen_times.get(item.get("time"))  # type: ignore[arg-type]
-                    slot = seen_kinds.get(name if labels is None or labels == {} else
-                                          (name, *labels.items()) if type(labels) is dict
-                                          else missing)
+                    if type(labels) is dict:
+                        slot = find_kind((get("name"), *labels.items()) if labels else
+                                         get("name"))
+                    elif labels is None:
+                        slot = find_kind(get("name"))
+                    micros = find_time(text)  # type: ignore[arg-type]
                 except TypeError:  # an unhashable time or label value: the checks refuse it
-                    micros = None
+                    slot = None
+                if micros is None and slot is not None and type(text) is str:
+                    # Only the time is new: what the checks would refuse first is the time.
+                    try:
+                        stamp = check_time(text, now)
+                    except ValidationError as err:
+                        raise err.prefixed(f"metrics[{index}]") from None
+                    micros = seen_times[text] = to_micros(stamp)
+                    stamps.setdefault(micros, stamp)
         try:
             if micros is None or slot is None:
                 metric = checks.metric(item)
                 micros, slot = _learn(metric, item, seen_times, stamps, seen_kinds, kinds,
                                       firsts, index)
                 value = metric.value
-            elif type(value) is not float or not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+            elif type(value) is not float or not -limit <= value <= limit:
                 value = check_value(value)  # NaN fails the comparison
         except ValidationError as err:
             raise err.prefixed(f"metrics[{index}]") from None
-        times.append(micros)
-        values.append(value)
-        slots.append(slot)
+        add_time(micros)
+        add_value(value)
+        add_slot(slot)
     return MetricBatch(host=host, metrics=PointColumns(host, times, values, slots, kinds, firsts,
                                                        stamps),
                        batch_id=batch_id)

@@ -79,7 +79,8 @@ LABEL_SETS = [None, {}, {"core": "0"}, {"core": "1"}, {"core": "0", "env": "prod
               {"env": "prod", "core": "0"}, {"mount": "/", "env": "prod", "core": "0"}]
 FAULTS: list[tuple[str, Any]] = [
     ("value", None), ("value", "1"), ("value", 1e101), ("value", 10 ** 400), ("value", True),
-    ("time", "2026-02-30T00:00:00Z"), ("time", []), ("time", 5), ("name", "cpu"),
+    ("time", "2026-02-30T00:00:00Z"), ("time", []), ("time", 5), ("time", "2999-01-01T00:00:00Z"),
+    ("time", "2026-01-01T00:00:00"), ("name", "cpu"),
     ("name", ["cpu.usage_pct"]), ("labels", {"core": ["0"]}), ("labels", {"core": ""}),
     ("labels", []), ("labels", "core"), ("host", "web-02"), ("host", ["web-01"]),
     ("value", ...), ("time", ...), ("name", ...),  # ...: the key left out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -35,6 +35,8 @@ MAX_FUTURE = timedelta(minutes=10)
 # range: overflow" (a 500). With |value| <= 1e100 a query would need 1e108 points to
 # overflow; no measurement comes near the bound.
 MAX_ABS_VALUE = 1e100
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 # Characters that change how text reads where people see it: every Unicode control (Cc: C0,
 # DEL, C1, so newline, CR, tab, ESC, NEL), the line and paragraph separators, and the bidi
 # controls (Bidi_Control) that reorder what follows them. A host name or label value holding
@@ -122,6 +124,68 @@ class Metric:
         return out
 
 
+class PointColumns(Sequence[Metric]):
+    """The metrics of one batch of one host, column by column: what the stores write.
+
+    Point ``i`` is at ``times[i]`` (microseconds since the UTC epoch) with ``values[i]``
+    (a float) in the series ``kinds[slots[i]]``, a (name, labels) pair; ``firsts[s]`` is the
+    index of the first point of slot ``s`` (slots are numbered in order of first
+    occurrence). Two slots may name the same series (labels spelled in another key order).
+
+    As a ``Sequence[Metric]`` it is the batch's records, built on first use only (the API's
+    batches reach PostgreSQL without a record per point) or given (``rows``), and equal to
+    any sequence of equal records.
+    """
+
+    __slots__ = ("host", "times", "values", "slots", "kinds", "firsts", "_stamps", "_rows")
+
+    def __init__(self, host: str, times: list[int], values: list[float], slots: list[int],
+                 kinds: list[tuple[str, Mapping[str, str]]], firsts: list[int],
+                 stamps: Mapping[int, datetime] | None = None,
+                 rows: Sequence[Metric] | None = None) -> None:
+        self.host = host
+        self.times = times
+        self.values = values
+        self.slots = slots
+        self.kinds = kinds
+        self.firsts = firsts
+        self._stamps = stamps  # each time's datetime, when known
+        self._rows = rows
+
+    def rows(self) -> Sequence[Metric]:
+        """The records, built once."""
+        if self._rows is None:
+            stamps = dict(self._stamps or {})
+            kinds, host, rows = self.kinds, self.host, []
+            for slot, micros, value in zip(self.slots, self.times, self.values, strict=True):
+                stamp = stamps.get(micros)
+                if stamp is None:
+                    stamp = stamps[micros] = EPOCH + timedelta(microseconds=micros)
+                name, labels = kinds[slot]
+                rows.append(Metric(time=stamp, host=host, name=name, value=value, labels=labels))
+            self._rows = rows
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.rows()[index]
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return list(self.rows()) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
+
+    def __repr__(self) -> str:
+        return f"PointColumns({list(self.rows())!r})"
+
+
 @dataclass(frozen=True)
 class MetricBatch:
     """Up to 1000 metrics of one host, with an optional ``batch_id`` for idempotent retries."""
@@ -189,6 +253,11 @@ def format_time(value: datetime) -> str:
     if value.microsecond:
         return f"{text[:26].rstrip('0')}Z"
     return f"{text[:19]}Z"
+
+
+def to_micros(time: datetime) -> int:
+    """Microseconds since the UTC epoch, exactly (``time`` must be timezone-aware)."""
+    return (time - EPOCH) // MICROSECOND
 
 
 def parse_time(value: Any, field_name: str = "time") -> datetime:
@@ -435,7 +504,13 @@ def parse_metric_batch(data: Any, now: datetime | None = None) -> MetricBatch:
     """Validate a wire ``{host, metrics[], batch_id?}`` in one pass; raise on the first error.
 
     The same rules, in the same order, as :func:`parse_metric` on each item, with the work
-    a batch repeats done once (:class:`_MetricBatchChecks`).
+    a batch repeats done once. The metrics come as :class:`PointColumns`, with no record
+    per point: an item whose time text and (name, labels) were already accepted in this
+    batch, with a float value in range (or an int :func:`check_value` takes) and its
+    batch's host or none, is only looked up; any other item goes through
+    :class:`_MetricBatchChecks` (parse_metric's checks, its error), which teaches the
+    lookups what it accepted. A batch of the agent's shape (one host, a few times, a few
+    series) checks each distinct time and series once.
     """
     now = now or datetime.now(UTC)
     if not isinstance(data, dict):
@@ -443,15 +518,81 @@ def parse_metric_batch(data: Any, now: datetime | None = None) -> MetricBatch:
     raw_host = data.get("host")
     host = check_host(raw_host)
     batch_id = check_batch_id(data.get("batch_id"))
+    items = _check_items(data, "metrics")
     checks = _MetricBatchChecks(now, host, raw_host)
-    metric = checks.metric
-    metrics = []
-    for index, item in enumerate(_check_items(data, "metrics")):
+    seen_times: dict[str, int] = {}  # accepted time text -> microseconds since the epoch
+    stamps: dict[int, datetime] = {}
+    seen_kinds: dict[Any, int] = {}  # name, or (name, label items) -> slot
+    kinds: list[tuple[str, Mapping[str, str]]] = []
+    firsts: list[int] = []
+    times: list[int] = []
+    values: list[float] = []
+    slots: list[int] = []
+    missing, limit = _MISSING, MAX_ABS_VALUE
+    find_time, find_kind = seen_times.get, seen_kinds.get
+    add_time, add_value, add_slot = times.append, values.append, slots.append
+    for index, item in enumerate(items):
+        micros = slot = None
+        if type(item) is dict:
+            get = item.get
+            own = get("host", missing)
+            value = get("value", missing)
+            if (own is missing or own == raw_host) and value is not missing:
+                labels, text = get("labels"), get("time")
+                try:
+                    if type(labels) is dict:
+                        slot = find_kind((get("name"), *labels.items()) if labels else
+                                         get("name"))
+                    elif labels is None:
+                        slot = find_kind(get("name"))
+                    micros = find_time(text)  # type: ignore[arg-type]
+                except TypeError:  # an unhashable time or label value: the checks refuse it
+                    slot = None
+                if micros is None and slot is not None and type(text) is str:
+                    # Only the time is new: what the checks would refuse first is the time.
+                    try:
+                        stamp = check_time(text, now)
+                    except ValidationError as err:
+                        raise err.prefixed(f"metrics[{index}]") from None
+                    micros = seen_times[text] = to_micros(stamp)
+                    stamps.setdefault(micros, stamp)
         try:
-            metrics.append(metric(item))
+            if micros is None or slot is None:
+                metric = checks.metric(item)
+                micros, slot = _learn(metric, item, seen_times, stamps, seen_kinds, kinds,
+                                      firsts, index)
+                value = metric.value
+            elif type(value) is not float or not -limit <= value <= limit:
+                value = check_value(value)  # NaN fails the comparison
         except ValidationError as err:
             raise err.prefixed(f"metrics[{index}]") from None
-    return MetricBatch(host=host, metrics=metrics, batch_id=batch_id)
+        add_time(micros)
+        add_value(value)
+        add_slot(slot)
+    return MetricBatch(host=host, metrics=PointColumns(host, times, values, slots, kinds, firsts,
+                                                       stamps),
+                       batch_id=batch_id)
+
+
+_MISSING: Any = object()
+
+
+def _learn(metric: Metric, item: dict[str, Any], seen_times: dict[str, int],
+           stamps: dict[int, datetime], seen_kinds: dict[Any, int],
+           kinds: list[tuple[str, Mapping[str, str]]], firsts: list[int],
+           index: int) -> tuple[int, int]:
+    """The time and slot of an accepted ``item``, remembered for the items after it."""
+    micros = to_micros(metric.time)
+    stamps.setdefault(micros, metric.time)
+    seen_times[item["time"]] = micros  # a string: parse_time accepts nothing else
+    labels = metric.labels
+    key = (metric.name, *labels.items()) if labels else metric.name
+    slot = seen_kinds.get(key)
+    if slot is None:
+        slot = seen_kinds[key] = len(kinds)
+        kinds.append((metric.name, labels))
+        firsts.append(index)
+    return micros, slot
 
 
 class _MetricBatchChecks:

@@ -10,12 +10,15 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from miniobserv.errors import MiniObservError
+from miniobserv.model import EPOCH as EPOCH  # re-exported: the stores' time arithmetic
 from miniobserv.model import LEVELS, LogBatch, MetricBatch
+from miniobserv.model import MICROSECOND as MICROSECOND
+from miniobserv.model import to_micros as to_micros
 
 # Allowlists: the only values ever formatted into SQL text.
 BUCKETS: Mapping[str, int] = {"10s": 10, "1m": 60, "5m": 300, "15m": 900, "1h": 3600,
@@ -24,16 +27,9 @@ AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "sum", "count", "last", "p50
 PERCENTILES: Mapping[str, float] = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 
 # Labels are stored compact; points without labels skip the encoder entirely.
 _encode_labels = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def to_micros(time: datetime) -> int:
-    """Microseconds since the UTC epoch, exactly (``time`` must be timezone-aware)."""
-    return (time - EPOCH) // MICROSECOND
 
 
 def labels_text(labels: Mapping[str, str]) -> str:

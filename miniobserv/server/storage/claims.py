@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
-from miniobserv.model import LogBatch, MetricBatch
+from miniobserv.model import LogBatch, MetricBatch, PointColumns
 from miniobserv.server.storage.base import BatchConflict, StorageError, to_micros
+from miniobserv.server.storage.series import BatchSeries
 
 DIGEST_BYTES = 16  # blake2b-128: collisions between a client's batches are out of reach
 _Batch = TypeVar("_Batch", MetricBatch, LogBatch)
@@ -50,11 +51,19 @@ class BatchClaim:
             raise BatchConflict(self.batch_id, self.kind)
 
 
-def metrics_claim(batch: MetricBatch) -> BatchClaim | None:
-    """The claim of a metrics batch, or None when it carries no ``batch_id``."""
+def metrics_claim(batch: MetricBatch, columns: PointColumns | None = None) -> BatchClaim | None:
+    """The claim of a metrics batch, or None when it carries no ``batch_id``; ``columns``
+    are the batch's metrics when the caller has them (else they are made)."""
     if batch.batch_id is None:
         return None
-    return BatchClaim(batch.batch_id, "metrics", _digest(_metric_fields, batch))
+    if columns is None:
+        columns = BatchSeries.of(batch).columns
+    try:
+        data = _metric_text(columns).encode()
+    except (TypeError, ValueError) as err:  # an unvalidated record no store would accept
+        raise StorageError(f"batch cannot be stored: {err}") from err
+    return BatchClaim(batch.batch_id, "metrics",
+                      hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest())
 
 
 def logs_claim(batch: LogBatch) -> BatchClaim | None:
@@ -75,18 +84,19 @@ def _digest(fields_of: Callable[[_Batch], list[str]], batch: _Batch) -> bytes:
     return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
 
 
-def _metric_fields(batch: MetricBatch) -> list[str]:
-    fields = [batch.host]
-    labelled: dict[tuple[tuple[str, str], ...], list[str]] = {}  # each label set's fields once
-    for m in batch.metrics:
-        fields += (str(to_micros(m.time)), repr(float(m.value)), m.name)
-        items = tuple(m.labels.items()) if m.labels else ()
-        label_fields = labelled.get(items)
-        if label_fields is None:
-            label_fields = labelled[items] = []
-            _add_labels(label_fields, m.labels)
-        fields += label_fields
-    return fields
+def _metric_text(columns: PointColumns) -> str:
+    """The canonical encoding of a metric batch (see the module's docstring), written per
+    point as one string: its time and value, then its slot's name and labels, known once."""
+    kinds = []
+    for name, labels in columns.kinds:
+        fields = [name]
+        _add_labels(fields, labels)
+        fields.append("")
+        kinds.append("\0".join(fields))
+    texts = {micros: str(micros) for micros in set(columns.times)}
+    return "".join([f"{columns.host}\0",
+                    *[f"{texts[micros]}\0{value!r}\0{kinds[slot]}" for slot, micros, value
+                      in zip(columns.slots, columns.times, columns.values, strict=True)]])
 
 
 def _entry_fields(batch: LogBatch) -> list[str]:

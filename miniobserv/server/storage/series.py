@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from miniobserv.model import MetricBatch
+from miniobserv.model import MetricBatch, PointColumns, to_micros
 from miniobserv.server.storage.base import StorageError
 from miniobserv.server.storage.fleet_common import SERIES_TOUCH_SLACK
 from miniobserv.server.storage.shaping import canonical_labels
@@ -144,40 +144,85 @@ class Admission:
 
 def batch_series(batch: MetricBatch) -> dict[SeriesKey, int]:
     """The batch's distinct series keys, each with the index of its first metric, in order."""
-    return first_indexes(point_keys(batch))
+    return BatchSeries.of(batch).first
 
 
 def point_keys(batch: MetricBatch) -> list[SeriesKey]:
-    """The series key of each metric of the batch, in order; every store writes by these.
+    """The series key of each metric of the batch, in order."""
+    series = BatchSeries.of(batch)
+    keys = series.keys
+    return [keys[slot] for slot in series.columns.slots]
 
-    A batch repeats few label sets: each spelling is encoded once (the JSON encoder was 40 %
-    of this function's time with one call per labelled metric). Raises StorageError for a
-    metric of another host than the batch's (the API refuses those; the series are the
-    batch host's)."""
-    spelled: dict[tuple[tuple[str, str], ...], str] = {}
-    keys = []
+
+@dataclass(frozen=True)
+class BatchSeries:
+    """A metric batch as every store writes it: its :class:`PointColumns` and the series
+    key of each slot (``keys[columns.slots[i]]`` is point ``i``'s); ``first`` holds the
+    distinct keys, each with the index of its first metric, in order (for :func:`admit`)."""
+
+    columns: PointColumns
+    keys: list[SeriesKey]
+    first: dict[SeriesKey, int]
+
+    @classmethod
+    def of(cls, batch: MetricBatch) -> BatchSeries:
+        """The API's batches come as columns already; records are put into columns here.
+
+        Raises StorageError for a metric of another host than the batch's (the API refuses
+        those; the series are the batch host's) or a value that is not a number.
+        """
+        columns = batch.metrics
+        if not isinstance(columns, PointColumns) or columns.host != batch.host:
+            columns = _columns(batch)
+        keys = [(name, _canonical(labels)) for name, labels in columns.kinds]
+        first: dict[SeriesKey, int] = {}
+        for key, index in zip(keys, columns.firsts, strict=True):
+            first.setdefault(key, index)  # slots are in order of first occurrence
+        return cls(columns, keys, first)
+
+
+def _columns(batch: MetricBatch) -> PointColumns:
+    """The columns of a batch given as records (the API's come as columns already)."""
     host = batch.host
+    seen: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    kinds: list[tuple[str, Mapping[str, str]]] = []
+    firsts: list[int] = []
+    times, values, slots = [], [], []
     for index, metric in enumerate(batch.metrics):
         if metric.host != host:
             raise StorageError(f"metrics[{index}].host: must equal the batch host")
         labels = metric.labels
-        if not labels:
-            keys.append((metric.name, "{}"))
-            continue
-        items = tuple(labels.items())
-        text = spelled.get(items)
-        if text is None:
-            text = spelled[items] = canonical_labels(labels)
-        keys.append((metric.name, text))
-    return keys
+        key = (metric.name, tuple(labels.items()) if labels else ())
+        slot = seen.get(key)
+        if slot is None:
+            slot = seen[key] = len(kinds)
+            kinds.append((metric.name, labels))
+            firsts.append(index)
+        try:
+            values.append(float(metric.value))
+        except (TypeError, ValueError) as err:  # an unvalidated record no store would accept
+            raise StorageError(f"batch cannot be stored: {err}") from err
+        times.append(to_micros(metric.time))
+        slots.append(slot)
+    return PointColumns(host, times, values, slots, kinds, firsts, rows=batch.metrics)
 
 
-def first_indexes(keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
-    """Each distinct key of ``keys`` with the index of its first occurrence, in order."""
-    first: dict[SeriesKey, int] = {}
-    for index, key in enumerate(keys):
-        first.setdefault(key, index)
-    return first
+# Canonical label texts of the label sets this process met lately (a fleet has few),
+# by their items in the order given; cleared when full.
+_CANONICAL_ENTRIES = 10_000
+_canonical_texts: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _canonical(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return "{}"
+    items = tuple(labels.items())
+    text = _canonical_texts.get(items)
+    if text is None:
+        if len(_canonical_texts) >= _CANONICAL_ENTRIES:
+            _canonical_texts.clear()
+        text = _canonical_texts[items] = canonical_labels(labels)
+    return text
 
 
 def cached_ids(ledger: SeriesLedger, host: str, keys: Iterable[SeriesKey],

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from miniobserv.model import Metric, MetricBatch
+from miniobserv.model import Metric, MetricBatch, PointColumns, parse_metric_batch
 from miniobserv.server.storage import migrate, open_repositories
 from miniobserv.server.storage.base import (
     AGGREGATES,
@@ -192,8 +192,13 @@ def assert_same_top(got: list[HostValue], want: list[HostValue]) -> None:
 
 # --- stores ---------------------------------------------------------------------------------
 
-def load(repos: Repositories, data: DataSet) -> Repositories:
+def load(repos: Repositories, data: DataSet, *, as_sent: bool = False) -> Repositories:
+    """Store ``data``'s batches as built (records), or ``as_sent``: each batch's wire JSON
+    validated by the API's parser, so its metrics reach the store as PointColumns."""
     for batch in data.batches:
+        if as_sent:
+            batch = parse_metric_batch(batch.to_json())
+            assert isinstance(batch.metrics, PointColumns)
         assert repos.metrics.insert_batch(batch) == len(batch.metrics)
     return repos
 
@@ -246,9 +251,10 @@ def rewritten_data(data: DataSet) -> DataSet:
 
 @pytest.fixture(scope="module", params=GRID_STORES)
 def replaced(request: pytest.FixtureRequest, rewritten_data: DataSet) -> Iterator[Repositories]:
-    """A store that was sent ``data`` and then a fifth of it again with other values."""
+    """A store that was sent ``data`` and then a fifth of it again with other values, as the
+    API sends them (``loaded`` has the batches as built: both paths meet the grid)."""
     for repos in opened(request.param, request):
-        yield load(repos, rewritten_data)
+        yield load(repos, rewritten_data, as_sent=True)
 
 
 @pytest.fixture(params=GRID_STORES)

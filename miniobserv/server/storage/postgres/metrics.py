@@ -40,7 +40,7 @@ from miniobserv.server.storage.postgres.db import (
     translate_errors,
     write_samples,
 )
-from miniobserv.server.storage.series import point_keys
+from miniobserv.server.storage.series import BatchSeries
 from miniobserv.server.storage.shaping import containment, to_series, whole_buckets
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,8 @@ class PostgresMetrics:
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch (one statement in the steady state), or acknowledge a known
         ``batch_id``."""
-        points = [(key, m.time, m.value) for key, m in zip(point_keys(batch), batch.metrics,
-                                                           strict=True)]
-        write_samples(self._ingest, metrics_claim(batch), batch.host, points)
+        series = BatchSeries.of(batch)
+        write_samples(self._ingest, metrics_claim(batch, series.columns), batch.host, series)
         return len(batch.metrics)
 
     def query(self, query: MetricQuery) -> list[Series]:

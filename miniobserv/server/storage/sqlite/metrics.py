@@ -35,7 +35,7 @@ from miniobserv.server.storage.base import (
     to_micros,
 )
 from miniobserv.server.storage.claims import metrics_claim
-from miniobserv.server.storage.series import SeriesKey, first_indexes, point_keys
+from miniobserv.server.storage.series import BatchSeries, SeriesKey
 from miniobserv.server.storage.shaping import (
     json_path,
     percentile_cont,
@@ -88,17 +88,17 @@ class SQLiteMetrics:
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch in one transaction, or acknowledge a known ``batch_id``."""
-        metrics = batch.metrics
-        keys = point_keys(batch)
-        # Everything but the ids before the transaction: less work under the write lock.
-        staged = [(key, to_micros(m.time), m.value) for key, m in zip(keys, metrics, strict=True)]
+        series = BatchSeries.of(batch)
+        columns = series.columns
 
         def rows(ids: Mapping[SeriesKey, int]) -> list[tuple[int, int, float]]:
-            return [(ids[key], time, value) for key, time, value in staged]
+            slot_ids = [ids[key] for key in series.keys]
+            return [(slot_ids[slot], time, value) for slot, time, value
+                    in zip(columns.slots, columns.times, columns.values, strict=True)]
 
-        insert_batch(self._db, metrics_claim(batch), batch.host, _INSERT, rows,
-                     first_indexes(keys))
-        return len(metrics)
+        insert_batch(self._db, metrics_claim(batch, columns), batch.host, _INSERT, rows,
+                     series.first)
+        return len(columns)
 
     def query(self, query: MetricQuery) -> list[Series]:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""

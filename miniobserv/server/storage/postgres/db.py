@@ -193,6 +193,35 @@ def translate_errors() -> Iterator[None]:
         raise StorageError(f"database error: {_first_line(err)}") from err
 
 
+def read_rows(pool: ConnectionPool, statement: Any, params: Mapping[str, Any] | None = None
+              ) -> list[tuple[Any, ...]]:
+    """All rows of one read statement, run in autocommit mode: its own transaction, with no
+    BEGIN and COMMIT round trips around it (two of a query's four round trips, with the
+    pool's check and the statement itself)."""
+    with translate_errors(), pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+
+def configure_session(conn: psycopg.Connection[Any]) -> None:
+    """The pool's set-up of each new connection: the session's TimeZone is UTC, so psycopg
+    reads timestamptz values as datetimes in :data:`datetime.UTC` itself (no zone to convert
+    from: ``astimezone(UTC)`` and ``format_time`` skip their conversion). No statement's
+    meaning depends on the session's zone (``date_bin`` and ``time_bucket`` are aligned to
+    fixed instants)."""
+    autocommit = conn.autocommit
+    conn.autocommit = True  # a session setting, outside any transaction
+    try:
+        conn.execute("SET TimeZone TO 'UTC'")
+    finally:
+        if not conn.closed:
+            conn.autocommit = autocommit
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -407,7 +436,8 @@ class PostgresDatabase:
         self.pool = ConnectionPool(
             database_url, min_size=min_size, max_size=max_size, open=False,
             timeout=self.pool_timeout, reconnect_timeout=RECONNECT_TIMEOUT_S,
-            check=self._check_out, kwargs=pool_kwargs(database_url), name="miniobserv")
+            check=self._check_out, configure=configure_session,
+            kwargs=pool_kwargs(database_url), name="miniobserv")
 
     def open(self) -> PostgresDatabase:
         """Open the pool without waiting: the server starts even while the database is down."""

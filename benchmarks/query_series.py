@@ -4,11 +4,12 @@ The query part of ``fleet_compare.py`` alone, at the same size per series: ``--f
 hosts carry ``--steps`` steps of the nine metrics at 10 s (1111 steps: ~3.1 h, ~187 one-minute
 buckets, as in the 10 M-point workload), the other ``--hosts`` only the last ``--recent``
 steps (what ``latest`` reads). The points are written in-process (``insert_batch``) into a
-throwaway PostgreSQL (or a temp SQLite file with ``--store sqlite``); then one gunicorn worker
+throwaway PostgreSQL, then ANALYZEd (or a temp SQLite file with ``--store sqlite``); then one gunicorn worker
 per code tree (this checkout, and ``--base DIR``, e.g. a ``git worktree`` of another commit,
 imported through PYTHONPATH and cwd) answers the same two GETs, in alternating rounds of
 ``--round`` requests. Per tree: the median wall time of the client's requests and the
-worker's CPU time per request (psutil, user + system), over ``--rounds`` rounds.
+worker's and PostgreSQL's (postmaster and backends) CPU time per request (psutil, user +
+system, summed over the ``--rounds`` rounds: its clock ticks are 10 ms).
 
     python benchmarks/query_series.py [--base /tmp/ab-query-base] [--store postgres]
                                       [--rounds 20] [--round 25] [--profile]
@@ -33,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
+import psycopg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,19 +72,25 @@ def load(url: str, hosts: int, full_hosts: int, steps: int, recent: int, newest:
                 written += repos.metrics.insert_batch(batch)
     finally:
         repos.close()
+    if url.startswith("postgresql"):  # the statistics autovacuum gives a long-running store
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
     return written
 
 
 class OneWorker(Gunicorn):
-    """gunicorn with one sync worker importing the code of ``tree`` (cwd and PYTHONPATH:
+    """The README's gunicorn (its config file, threaded workers with keep-alive, as in
+    fleet_compare.py) with one worker, importing the code of ``tree`` (cwd and PYTHONPATH:
     ``python -m`` puts the working directory first on sys.path)."""
 
     def __init__(self, database_url: str, tree: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        config = ["-c", "python:miniobserv.server.gunicorn_conf"] \
+            if (tree / "miniobserv" / "server" / "gunicorn_conf.py").exists() else []
         LoggedProcess.__init__(
-            self, [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{self.port}",
-                   "miniobserv.server.wsgi:app"],
+            self, [sys.executable, "-m", "gunicorn", *config, "-w", "1", "-b",
+                   f"127.0.0.1:{self.port}", "miniobserv.server.wsgi:app"],
             {"DATABASE_URL": database_url, "AGENT_TOKEN": SECRET, "LOG_LEVEL": "WARNING",
              "PYTHONPATH": str(tree)}, cwd=tree)
 
@@ -102,6 +110,20 @@ def cpu_s(pid: int) -> float:
     return times.user + times.system
 
 
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds of ``pid`` and its children (PostgreSQL's postmaster and backends)."""
+    if pid is None:
+        return 0.0
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children()]:
+        try:
+            total += cpu_s(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def queries(newest: int) -> dict[str, tuple[str, dict[str, str]]]:
     end = datetime.fromtimestamp(newest + 60, UTC)
     return {
@@ -114,17 +136,18 @@ def queries(newest: int) -> dict[str, tuple[str, dict[str, str]]]:
 
 
 def round_of(session: requests.Session, url: str, params: dict[str, str], pid: int,
-             runs: int) -> tuple[list[float], float, bytes]:
-    """``runs`` GETs: their wall milliseconds, the worker's CPU ms per request, the last body."""
+             runs: int, db_pid: int | None = None) -> tuple[list[float], float, float, bytes]:
+    """``runs`` GETs: their wall milliseconds, the worker's and the database's CPU seconds,
+    the last body."""
     walls, body = [], b""
-    before = cpu_s(pid)
+    before, db_before = cpu_s(pid), tree_cpu_s(db_pid)
     for _ in range(runs):
         began = time.perf_counter()
         response = session.get(url, params=params, timeout=30)
         walls.append((time.perf_counter() - began) * 1000)
         response.raise_for_status()
         body = response.content
-    return walls, (cpu_s(pid) - before) * 1000 / runs, body
+    return walls, cpu_s(pid) - before, tree_cpu_s(db_pid) - db_before, body
 
 
 def servers(url: str, trees: dict[str, Path], stack: ExitStack) -> Iterator[tuple[str, str, int]]:
@@ -182,6 +205,7 @@ def main() -> None:
         trees = {"this": ROOT, **({"base": args.base.resolve()} if args.base else {})}
         running = list(servers(store.url, trees, stack))
         headers = {"Authorization": f"Bearer {mint_token(SECRET, scope='read')}"}
+        # (query, tree) -> walls, [worker CPU s, database CPU s, requests]
         figures: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
         bodies: dict[tuple[str, str], bytes] = {}
         with requests.Session() as session:
@@ -191,17 +215,20 @@ def main() -> None:
                     round_of(session, base_url + path, params, pid, 20)
                 for _ in range(args.rounds):
                     for label, base_url, pid in running:
-                        walls, cpu, body = round_of(session, base_url + path, params, pid,
-                                                    args.round)
-                        entry = figures.setdefault((name, label), ([], []))
+                        walls, cpu, db_cpu, body = round_of(session, base_url + path, params,
+                                                            pid, args.round, store.server_pid)
+                        entry = figures.setdefault((name, label), ([], [0.0, 0.0, 0.0]))
                         entry[0].extend(walls)
-                        entry[1].append(cpu)
+                        entry[1][0] += cpu
+                        entry[1][1] += db_cpu
+                        entry[1][2] += args.round
                         bodies[(name, label)] = body
         print(f"\n{'query':8} {'tree':5} {'wall median ms':>15} {'worker CPU ms/req':>18} "
-              f"{'bytes':>7}")
-        for (name, label), (walls, cpus) in figures.items():
+              f"{'PostgreSQL CPU ms/req':>22} {'bytes':>7}")
+        for (name, label), (walls, (cpu, db_cpu, requests_)) in figures.items():
             print(f"{name:8} {label:5} {statistics.median(walls):15.2f} "
-                  f"{statistics.median(cpus):18.2f} {len(bodies[(name, label)]):7}")
+                  f"{cpu * 1000 / requests_:18.2f} {db_cpu * 1000 / requests_:22.2f} "
+                  f"{len(bodies[(name, label)]):7}")
         for name in queries(newest):
             if (name, "base") in bodies:
                 same = bodies[(name, "this")] == bodies[(name, "base")]

@@ -82,8 +82,9 @@ def latest_answer(args: MultiDict[str, str]) -> dict[str, Any]:
 
 
 def latest_json(value: LatestValue) -> dict[str, Any]:
-    return {"host": value.host, "labels": dict(value.labels), "time": wire_time(value.time),
-            "value": value.value}
+    labels = value.labels  # the stores' dicts are written as they are (orjson: dicts only)
+    return {"host": value.host, "labels": labels if type(labels) is dict else dict(labels),
+            "time": wire_time(value.time), "value": value.value}
 
 
 def parse_within(text: str | None) -> timedelta:

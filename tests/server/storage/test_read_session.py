@@ -16,7 +16,7 @@ import pytest
 
 from miniobserv.model import Metric, MetricBatch
 from miniobserv.server.storage import open_repositories
-from miniobserv.server.storage.base import MetricQuery
+from miniobserv.server.storage.base import MetricQuery, Series
 from miniobserv.server.storage.postgres import PostgresRepositories
 from miniobserv.server.storage.postgres.db import read_rows
 from tests.server.storage.conftest import config_for
@@ -83,3 +83,38 @@ def test_reads_run_outside_a_transaction_and_restore_the_connection(
         assert not conn.autocommit  # every other user of the pool still gets transactions
         first = conn.execute("SELECT now()").fetchone()
         assert conn.execute("SELECT now()").fetchone() == first
+
+
+def timeout_of_a_checked_connection(repos: PostgresRepositories) -> str:
+    with repos.pool.connection() as conn:
+        row = conn.execute("SHOW statement_timeout").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_reads_keep_this_threads_statement_timeout_without_the_checks_round_trip(
+        repos: PostgresRepositories) -> None:
+    bounded = timeout_of_a_checked_connection(repos)
+    assert bounded != "0"
+    assert read_rows(repos.pool, "SHOW statement_timeout") == [(bounded,)]
+    with repos.db.unbounded_statements():  # the same connections, now without a timeout
+        assert read_rows(repos.pool, "SHOW statement_timeout") == [("0",)]
+        assert timeout_of_a_checked_connection(repos) == "0"
+    assert read_rows(repos.pool, "SHOW statement_timeout") == [(bounded,)]
+    assert timeout_of_a_checked_connection(repos) == bounded
+
+
+def test_a_read_whose_connection_was_terminated_is_answered_on_another(
+        fresh_postgres_url: str, repos: PostgresRepositories) -> None:
+    """The check no longer proves a read's connection alive: the read retries once."""
+    before = read_rows(repos.pool, "SELECT pg_backend_pid()")
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as admin:
+        ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                              " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                              " AND application_name = 'miniobserv'").fetchone()
+    assert ended is not None and ended[0] >= 1  # every pooled connection, the read's too
+    after = read_rows(repos.pool, "SELECT pg_backend_pid()")
+    assert after != before
+    assert repos.metrics.query(MetricQuery(host="web-01", name="cpu.usage_pct", start=START,
+                                           end=START + timedelta(hours=1))) == \
+        [Series(labels={}, points=[])]

@@ -24,6 +24,8 @@ whole-second UTC instant is exactly :func:`~miniobserv.model.format_time`'s text
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,5 +92,18 @@ def answer_response(obj: Any) -> Any:
     For documents of strings, numbers, dicts, lists and such datetimes only."""
     provider: Any = current_app.json
     indent = provider.compact is False or (provider.compact is None and current_app.debug)
-    data = orjson.dumps(obj, option=_ANSWER_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0))
+    try:
+        data = orjson.dumps(obj, option=_ANSWER_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0))
+    except orjson.JSONEncodeError:  # past 64 bits, lone surrogates: the standard library
+        data = json.dumps(obj, default=_as_wire, indent=2 if indent else None,
+                          separators=None if indent else (",", ":")).encode()
     return current_app.response_class(data + b"\n", mimetype=provider.mimetype)
+
+
+def _as_wire(value: Any) -> Any:
+    """The standard library's fallback for what orjson writes itself in answers."""
+    if isinstance(value, datetime):
+        return format_time(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

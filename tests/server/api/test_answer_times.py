@@ -98,3 +98,14 @@ def test_debug_answers_are_indented_like_flasks_and_mean_the_same() -> None:
     assert written(answer, debug=True) == written(answer) == {
         "points": [{"time": "2026-06-05T00:00:00Z", "value": 1.0}],
         "since": "2026-06-05T00:00:00Z"}
+
+
+@pytest.mark.parametrize("odd", ["\ud800", 1 << 70], ids=["lone surrogate", "past 64 bits"])
+def test_what_orjson_refuses_is_written_by_the_standard_library_alike(odd: Any) -> None:
+    at = START + timedelta(microseconds=250_000)
+    answer = {"labels": {"k": odd}, "points": [Point(START, 1.0), Point(at, 2.0)],
+              "time": wire_time(START)}
+    expected = {"labels": {"k": odd}, "points": [{"time": "2026-06-05T00:00:00Z", "value": 1.0},
+                                                 {"time": format_time(at), "value": 2.0}],
+                "time": "2026-06-05T00:00:00Z"}
+    assert written(answer) == written(answer, debug=True) == expected

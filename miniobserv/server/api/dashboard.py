@@ -22,6 +22,7 @@ from miniobserv.server.api.auth import READ, require, require_dashboard
 from miniobserv.server.api.context import current_config, current_repos
 from miniobserv.server.api.errors import ApiError
 from miniobserv.server.api.fleet import DASHBOARD_AUTH, DASHBOARD_NOTE
+from miniobserv.server.api.jsonio import answer_response
 
 bp = Blueprint("dashboard", __name__)
 
@@ -53,7 +54,7 @@ def query() -> Response:
     """``/api/v1/metrics/query`` for the page."""
     store = current_repos().metrics
     metric_query = metrics.checked_query(request.args, store, current_config().max_query_points)
-    return jsonify(metrics.query_answer(metric_query, store.query(metric_query)))
+    return answer_response(metrics.query_answer(metric_query, store.query(metric_query)))
 
 
 @bp.get("/api/v1/dashboard/logs")
@@ -68,7 +69,7 @@ def log_lines() -> Response:
 @require_dashboard
 def fleet() -> Response:
     """``/api/v1/metrics/latest`` for the page's fleet table (same parameters and answer)."""
-    return jsonify(fleet_metrics.latest_answer(request.args))
+    return answer_response(fleet_metrics.latest_answer(request.args))
 
 
 @bp.get("/api/v1/dashboard/latest")

@@ -22,6 +22,7 @@ from miniobserv.model import check_host, check_name, format_time
 from miniobserv.server.api import openapi
 from miniobserv.server.api.auth import READ, require
 from miniobserv.server.api.context import current_config, current_repos
+from miniobserv.server.api.jsonio import answer_response, wire_time
 from miniobserv.server.api.metrics import (
     DEFAULT_AGG,
     MAX_RANGE,
@@ -45,7 +46,7 @@ MAX_TOP_LIMIT = 100
 @require(READ)
 def latest() -> Response:
     """The newest value of every series of ``name`` (filtered) within ``within``."""
-    return jsonify(latest_answer(request.args))
+    return answer_response(latest_answer(request.args))
 
 
 @bp.get("/top")
@@ -81,8 +82,9 @@ def latest_answer(args: MultiDict[str, str]) -> dict[str, Any]:
 
 
 def latest_json(value: LatestValue) -> dict[str, Any]:
-    return {"host": value.host, "labels": dict(value.labels), "time": format_time(value.time),
-            "value": value.value}
+    labels = value.labels  # the stores' dicts are written as they are (orjson: dicts only)
+    return {"host": value.host, "labels": labels if type(labels) is dict else dict(labels),
+            "time": wire_time(value.time), "value": value.value}
 
 
 def parse_within(text: str | None) -> timedelta:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -23,6 +23,7 @@ from miniobserv.model import (
 from miniobserv.server.api.auth import INGEST, READ, require
 from miniobserv.server.api.body import read_json_body
 from miniobserv.server.api.context import current_config, current_repos
+from miniobserv.server.api.jsonio import answer_response
 from miniobserv.server.storage.base import (
     AGGREGATES,
     BUCKETS,
@@ -61,7 +62,7 @@ def query() -> Response:
     metrics = current_repos().metrics
     metric_query = checked_query(request.args, metrics, current_config().max_query_points)
     series = metrics.query(metric_query)
-    return jsonify(query_answer(metric_query, series))
+    return answer_response(query_answer(metric_query, series))
 
 
 @bp.get("/hosts")
@@ -72,28 +73,24 @@ def hosts() -> Response:
 
 
 def query_answer(query: MetricQuery, series: Sequence[Series]) -> dict[str, Any]:
-    """The wire shape of a query result."""
+    """The wire shape of a query result, for :func:`answer_response`."""
     answer: dict[str, Any] = {"host": query.host, "name": query.name, "bucket": query.bucket,
                               "agg": query.agg}
-    texts: dict[datetime, str] = {}
     if query.group_by is None:
-        answer["points"] = _points(series[0].points, texts) if series else []
+        answer["points"] = _points(series[0].points) if series else []
     else:
-        answer["series"] = [{"labels": dict(s.labels), "points": _points(s.points, texts)}
+        answer["series"] = [{"labels": dict(s.labels), "points": _points(s.points)}
                             for s in series]
     return answer
 
 
-def _points(points: Sequence[Point], texts: dict[datetime, str]) -> list[dict[str, Any]]:
-    """The wire points; ``texts`` holds the answer's bucket starts already formatted (the
-    series of a ``group_by`` answer share them: each is formatted once, not once a point)."""
-    out = []
-    for point in points:
-        text = texts.get(point.time)
-        if text is None:
-            text = texts[point.time] = format_time(point.time)
-        out.append({"time": text, "value": point.value})
-    return out
+def _points(points: Sequence[Point]) -> list[Point | dict[str, Any]]:
+    """The wire points: each Point as it is (orjson writes it ``{"time": …, "value": …}``,
+    its whole-second UTC time as format_time would), the rare others as format_time's text.
+    Bucket starts are whole seconds on every store: about 0.1 µs a point instead of a
+    ``format_time`` call and a dict (1.7 µs)."""
+    return [point if point.time.microsecond == 0 and point.time.tzinfo is UTC
+            else {"time": format_time(point.time), "value": point.value} for point in points]
 
 
 # --- query parameters ----------------------------------------------------------------------

@@ -77,11 +77,12 @@ def to_series(rows: Iterable[tuple[str, Any, float]], group_by: str | None,
 
     ``to_time`` turns a store's bucket (a datetime, integer microseconds) into UTC.
     """
+    if group_by is None:  # one answer series: every row's key is ''
+        return [Series(labels={}, points=[Point(to_time(bucket), float(value))
+                                          for _, bucket, value in rows])]
     grouped: dict[str, list[Point]] = {}
     for key, bucket, value in rows:
         grouped.setdefault(key, []).append(Point(to_time(bucket), float(value)))
-    if group_by is None:
-        return [Series(labels={}, points=grouped.get("", []))]
     # Sorted here, not by the database's collation, so every store orders alike.
     return [Series(labels={group_by: key}, points=grouped[key]) for key in sorted(grouped)]
 

@@ -36,6 +36,7 @@ from miniobserv.server.storage.fleet_common import (
 from miniobserv.server.storage.postgres.db import (
     CONNECT_TIMEOUT_S,
     is_hypertable,
+    read_rows,
     translate_errors,
 )
 from miniobserv.server.storage.shaping import canonical_labels, containment
@@ -105,8 +106,7 @@ class PostgresFleet:
             filters.append(sql.SQL(" AND s.labels @> {}::jsonb").format(
                 sql.Placeholder(f"label{index}")))
         statement = sql.SQL(_LATEST).format(filters=sql.Composed(filters))
-        with translate_errors(), self._pool.connection() as conn:
-            rows = conn.execute(statement, params).fetchall()
+        rows = read_rows(self._pool, statement, params)
         # A fleet repeats few label sets: each is parsed once, its dict shared (read-only).
         parsed: dict[str, dict[str, str]] = {}
         values = []

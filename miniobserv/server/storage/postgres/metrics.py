@@ -37,6 +37,7 @@ from miniobserv.server.storage.postgres.db import (
     ROLLUP_VIEWS,
     Ingest,
     find_rollups,
+    read_rows,
     translate_errors,
     write_samples,
 )
@@ -162,8 +163,7 @@ class PostgresMetrics:
         return self._rollups
 
     def _fetch(self, statement: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        with translate_errors(), self._pool.connection() as conn:
-            return conn.execute(statement, params).fetchall()
+        return read_rows(self._pool, statement, params)
 
     def hosts(self) -> list[str]:
         """Every host that sent an accepted batch, in code-point order (as on SQLite)."""

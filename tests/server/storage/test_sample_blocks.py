@@ -252,3 +252,13 @@ def test_downgrade_unpacks_every_block_and_upgrade_again(plain_url: str,
         assert answers(again) == expected
     finally:
         again.close()
+
+
+def test_packing_leaves_the_work_to_a_process_already_packing(plain_url: str,
+                                                              repos: Repositories) -> None:
+    load(repos)
+    with psycopg.connect(plain_url) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (blocks.PACK_LOCK_KEY,))
+        assert repos.fleet.pack_samples(datetime.now(UTC)) == 0
+        other.rollback()
+    assert repos.fleet.pack_samples(datetime.now(UTC)) == len(HOSTS) * STEPS

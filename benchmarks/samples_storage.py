@@ -126,7 +126,7 @@ def measure_packed(url: str, stored: int, series: int) -> None:
         conn.execute("VACUUM ANALYZE samples")
         conn.execute("VACUUM ANALYZE sample_blocks")
         narrow = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
-        blocks, points = conn.execute("SELECT count(*), sum(cardinality(offsets))"
+        blocks, points = conn.execute("SELECT count(*), sum(cardinality(times))"
                                       " FROM sample_blocks").fetchone()
         methods = conn.execute("SELECT string_agg(DISTINCT pg_column_compression(vals), ',')"
                                " FROM sample_blocks").fetchone()[0]
@@ -136,10 +136,10 @@ def measure_packed(url: str, stored: int, series: int) -> None:
         reindexed = relation_bytes(conn, "samples", False)
         # The same blocks recompressed with pglz (array_cat hands over a detoasted copy).
         conn.execute("CREATE TABLE blocks_pglz (LIKE sample_blocks INCLUDING ALL)")
-        conn.execute("ALTER TABLE blocks_pglz ALTER COLUMN offsets SET COMPRESSION pglz,"
+        conn.execute("ALTER TABLE blocks_pglz ALTER COLUMN times SET COMPRESSION pglz,"
                      " ALTER COLUMN vals SET COMPRESSION pglz")
         conn.execute("INSERT INTO blocks_pglz SELECT series_id, start,"
-                     " array_cat(offsets, '{}'), array_cat(vals, '{}') FROM sample_blocks")
+                     " array_cat(times, '{}'), array_cat(vals, '{}') FROM sample_blocks")
         conn.execute("VACUUM ANALYZE blocks_pglz")
         pglz = relation_bytes(conn, "blocks_pglz", False)
     total = stored

@@ -4,11 +4,12 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-04
 
-``sample_blocks (series_id, start, offsets int4[], vals float8[])``, keyed ``(series_id,
-start)``: the server's maintenance job moves each 30-minute window of a series older than
-``METRICS_PACK_AFTER`` out of ``samples`` into one row (see
+``sample_blocks (series_id, start, times timestamptz[], vals float8[])``, keyed
+``(series_id, start)``: the server's maintenance job moves each 30-minute window of a series
+older than ``METRICS_PACK_AFTER`` out of ``samples`` into one row (see
 ``miniobserv/server/storage/postgres/blocks.py``). Both arrays are TOAST-compressed with lz4
-where the server has it (PostgreSQL 14+ built with lz4), pglz otherwise.
+where the server has it (PostgreSQL 14+ built with lz4), pglz otherwise, and kept in the row
+(``STORAGE MAIN``: a read never fetches a block's pieces from the TOAST table).
 
 Created on every PostgreSQL database, TimescaleDB or not, so that the schema is the same;
 on TimescaleDB (``samples`` a hypertable, compressed by its own policy) it stays empty and
@@ -34,8 +35,8 @@ depends_on: str | Sequence[str] | None = None
 MOVE_SERIES = 500  # series per unpacking statement (``config.attributes["move_batch"]``)
 
 _UNPACK = """INSERT INTO samples (series_id, time, value)
-    SELECT b.series_id, b.start + u.t * INTERVAL '1 microsecond', u.v
-    FROM sample_blocks AS b CROSS JOIN LATERAL unnest(b.offsets, b.vals) AS u(t, v)
+    SELECT b.series_id, u.t, u.v
+    FROM sample_blocks AS b CROSS JOIN LATERAL unnest(b.times, b.vals) AS u(t, v)
     WHERE b.series_id >= :low AND b.series_id < :high
     ON CONFLICT (series_id, time) DO NOTHING"""
 
@@ -51,15 +52,17 @@ def upgrade() -> None:
         "sample_blocks",
         sa.Column("series_id", sa.BigInteger(), nullable=False),
         sa.Column("start", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("offsets", postgresql.ARRAY(sa.Integer()), nullable=False),
+        sa.Column("times", postgresql.ARRAY(sa.DateTime(timezone=True)), nullable=False),
         sa.Column("vals", postgresql.ARRAY(sa.Double()), nullable=False),
         sa.PrimaryKeyConstraint("series_id", "start", name="pk_sample_blocks"),
     )
     if op.get_bind().execute(sa.text(
             "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression'"
             " AND 'lz4' = ANY(enumvals)")).first() is not None:
-        op.execute("ALTER TABLE sample_blocks ALTER COLUMN offsets SET COMPRESSION lz4,"
+        op.execute("ALTER TABLE sample_blocks ALTER COLUMN times SET COMPRESSION lz4,"
                    " ALTER COLUMN vals SET COMPRESSION lz4")
+    op.execute("ALTER TABLE sample_blocks ALTER COLUMN times SET STORAGE MAIN,"
+               " ALTER COLUMN vals SET STORAGE MAIN")
 
 
 def downgrade() -> None:

@@ -187,14 +187,14 @@ sa.Index("ix_samples_time", samples.c.time, postgresql_using="brin",
 # --- sample_blocks (revision 0009) ---------------------------------------------------------
 
 # PostgreSQL only: 30 minutes of one series per row, packed from ``samples`` once older than
-# METRICS_PACK_AFTER (storage/postgres/blocks.py); ``offsets`` are microseconds after
-# ``start``, in time order, ``vals`` their values. Empty and unread on TimescaleDB.
+# METRICS_PACK_AFTER (storage/postgres/blocks.py); ``times`` in time order, ``vals`` their
+# values. Empty and unread on TimescaleDB.
 sample_blocks = sa.Table(
     "sample_blocks",
     metadata,
     sa.Column("series_id", sa.BigInteger(), primary_key=True, autoincrement=False),
     sa.Column("start", sa.DateTime(timezone=True), primary_key=True),
-    sa.Column("offsets", postgresql.ARRAY(sa.Integer()), nullable=False),
+    sa.Column("times", postgresql.ARRAY(sa.DateTime(timezone=True)), nullable=False),
     sa.Column("vals", postgresql.ARRAY(sa.Double()), nullable=False),
     info={"dialects": ("postgresql",)},
 )

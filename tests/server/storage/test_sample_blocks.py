@@ -91,8 +91,8 @@ def counts(url: str) -> tuple[int, int, int]:
     """Narrow rows, blocks, and the points in blocks."""
     with psycopg.connect(url) as conn:
         narrow = conn.execute("SELECT count(*) FROM samples").fetchone()
-        packed = conn.execute("SELECT count(*), coalesce(sum(cardinality(offsets)), 0),"
-                              " bool_and(cardinality(offsets) = cardinality(vals))"
+        packed = conn.execute("SELECT count(*), coalesce(sum(cardinality(times)), 0),"
+                              " bool_and(cardinality(times) = cardinality(vals))"
                               " FROM sample_blocks").fetchone()
     assert narrow is not None and packed is not None and packed[2] in (True, None)
     return int(narrow[0]), int(packed[0]), int(packed[1])

@@ -262,3 +262,20 @@ def test_packing_leaves_the_work_to_a_process_already_packing(plain_url: str,
         assert repos.fleet.pack_samples(datetime.now(UTC)) == 0
         other.rollback()
     assert repos.fleet.pack_samples(datetime.now(UTC)) == len(HOSTS) * STEPS
+
+
+def test_a_backlog_is_packed_in_bounded_spans_of_time(plain_url: str, repos: Repositories,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    load(repos)
+    monkeypatch.setattr(blocks, "PACK_SPAN", blocks.BLOCK)
+    before = answers(repos)
+    asked = itertools.count()
+    with psycopg.connect(plain_url, autocommit=True) as conn:
+        # One statement: the first series' first window only.
+        packed = blocks.pack(conn, datetime.now(UTC), lambda: next(asked) >= 1, batch=1)
+    first = [m for m in points("web-01") if m.labels["core"] == "0"]
+    window_end = blocks.pack_horizon(FIRST) + blocks.BLOCK
+    assert packed == sum(1 for m in first if m.time < window_end) > 0
+    assert repos.fleet.pack_samples(datetime.now(UTC)) == len(HOSTS) * STEPS - packed
+    assert counts(plain_url)[0::2] == (0, len(HOSTS) * STEPS)
+    assert answers(repos) == before

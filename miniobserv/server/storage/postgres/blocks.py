@@ -142,6 +142,13 @@ PACK = f"""WITH moved AS (DELETE FROM samples
     SELECT count(*) FROM moved"""
 # The next series to pack, in id order, after %(after)s.
 _NEXT_SERIES = """SELECT id FROM series WHERE id > %(after)s ORDER BY id LIMIT %(limit)s"""
+# The oldest narrow time of the series %(ids)s (one probe of the key per series).
+_OLDEST = """SELECT min(x.time) FROM unnest(%(ids)s::bigint[]) AS i(id)
+    CROSS JOIN LATERAL (SELECT time FROM samples WHERE series_id = i.id
+        ORDER BY time LIMIT 1) AS x"""
+# At most this much time of a batch of series per statement: ~430 k rows at 10 s steps, so
+# a backlog (the first packing after the upgrade) is moved in bounded transactions too.
+PACK_SPAN = timedelta(hours=6)
 
 
 def pack(conn: psycopg.Connection[Any], before: datetime, should_stop: Callable[[], bool],
@@ -157,17 +164,34 @@ def pack(conn: psycopg.Connection[Any], before: datetime, should_stop: Callable[
                                                              "limit": batch}).fetchall()]
         if not ids:
             break
-        with conn.transaction():
-            # Its own statement first: PACK's snapshot then follows the other's commit.
-            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
-                                  (PACK_LOCK_KEY,)).fetchone()
-            if not (locked and locked[0]):
-                log.info("packing: another process packs now; leaving it the rest")
-                break
-            row = conn.execute(PACK, {"ids": ids, "horizon": horizon}).fetchone()
-        packed += int(row[0]) if row else 0
         after = ids[-1]
+        row = conn.execute(_OLDEST, {"ids": ids}).fetchone()
+        if row is None or row[0] is None or row[0] >= horizon:
+            continue  # nothing of theirs to pack
+        until = pack_horizon(row[0])
+        while until < horizon:
+            until = min(horizon, until + PACK_SPAN)
+            count = _pack_until(conn, ids, until)
+            if count is None:
+                log.info("packing: another process packs now; leaving it the rest")
+                return packed
+            packed += count
+            if should_stop():
+                return packed
     return packed
+
+
+def _pack_until(conn: psycopg.Connection[Any], ids: list[int], until: datetime) -> int | None:
+    """One transaction: PACK the narrow rows of ``ids`` before ``until``; the rows packed,
+    or None when another process holds PACK_LOCK_KEY (nothing done)."""
+    with conn.transaction():
+        # Its own statement first: PACK's snapshot then follows the other's commit.
+        locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                              (PACK_LOCK_KEY,)).fetchone()
+        if not (locked and locked[0]):
+            return None
+        row = conn.execute(PACK, {"ids": ids, "horizon": until}).fetchone()
+    return int(row[0]) if row else 0
 
 
 # Retention: whole blocks whose window ended before the bound.

@@ -36,6 +36,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from miniobserv.server.storage.postgres.db import is_hypertable
+
 # A block's window: ~180 points at 10 s steps, a row TOAST compresses and keeps inline;
 # late points, merges and retention work by it.
 BLOCK = timedelta(minutes=30)
@@ -53,8 +55,6 @@ log = logging.getLogger(__name__)
 def uses_blocks(conn: psycopg.Connection[Any]) -> bool:
     """True when this database packs samples: ``sample_blocks`` exists and ``samples`` is
     not a TimescaleDB hypertable."""
-    from miniobserv.server.storage.postgres.db import is_hypertable  # db imports nothing here
-
     row = conn.execute("SELECT to_regclass('sample_blocks') IS NOT NULL").fetchone()
     return bool(row and row[0]) and not is_hypertable(conn, "samples")
 
@@ -70,7 +70,8 @@ def pack_horizon(before: datetime) -> datetime:
 # The points of series ``{series}`` with ``{low_op} {low}`` and ``{high_op} {high}`` on time:
 # its narrow rows, the points of its blocks without narrow rows in their window, and those of
 # its other blocks that no narrow row of the same time replaces.
-# Unnesting in the select list (ProjectSet) measured 1.2-1.3x faster than a LATERAL unnest.
+# Unnesting in the select list (ProjectSet): 2-3.5x faster than ``LATERAL unnest(times,
+# vals)`` with the window on its columns (one-series day: 3.3-4.6 ms against 8.3-11.9).
 _POINTS = """(SELECT time, value FROM samples
         WHERE series_id = {series} AND time {low_op} {low} AND time {high_op} {high}
     UNION ALL

@@ -7,9 +7,20 @@ chunk is past the compression policy's 7 days) is written through the PostgreSQL
 (1000-point batches, ``insert_batch``: the server's ingest path without HTTP) into plain
 PostgreSQL and TimescaleDB. Then ``VACUUM ANALYZE``, and on TimescaleDB every chunk is
 compressed (what the compression policy does after 7 days). Reported: bytes of ``samples``
-(table, indexes, TOAST; ``hypertable_size``) and of ``series``, per stored point. SQLite:
+(table, indexes, TOAST; ``hypertable_size``) and of ``series``, per stored point. On plain
+PostgreSQL the samples are then packed into ``sample_blocks`` as the server's maintenance
+job does once they are older than ``METRICS_PACK_AFTER`` (they all are: the workload ends
+``--days-ago`` back), followed by ``VACUUM``, and the bytes are reported again: blocks with
+the columns' lz4 compression (revision 0009), the same blocks rewritten with pglz for
+comparison, and ``samples`` as VACUUM leaves it (empty pages the next narrow rows reuse)
+and after ``REINDEX`` (what it really holds). SQLite:
 the same through the SQLite repository; the file after a WAL checkpoint, and its pages of
 ``samples`` and of ``series`` (with its indexes) from ``dbstat`` when SQLite has it.
+
+Query (``--measure query``, plain PostgreSQL): ``--hosts`` x nine metrics for 24 hours at
+10 s steps; one series' 24 hours in 1 m buckets (avg), the repository's statement, under
+``EXPLAIN (ANALYZE, TIMING OFF)``: the median execution time of ``--repeat`` runs, narrow,
+then after packing everything.
 
 Migration (``--measure migration``): the same points as rows of the old ``metrics`` table
 (revision 0006, filled by COPY, series backfilled by 0006), then ``alembic upgrade 0007``
@@ -18,7 +29,7 @@ settings (fsync on); on SQLite, rows inserted by executemany into a file at 0006
 
     python benchmarks/samples_storage.py [--points 1000000] [--hosts 1000]
                                          [--stores postgres,timescaledb,sqlite]
-                                         [--measure bytes,migration]
+                                         [--measure bytes,migration,query]
 
 Every cluster is stopped and deleted at the end. Run by hand, never as a test.
 """
@@ -29,23 +40,28 @@ import argparse
 import platform
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.fleet_compare import NINE, STEP_S, Workload  # noqa: E402
 from benchmarks.ingest import postgres_store  # noqa: E402
+from miniobserv.config import ServerConfig  # noqa: E402
 from miniobserv.model import Metric, MetricBatch  # noqa: E402
 from miniobserv.server.storage import migrate  # noqa: E402
-from miniobserv.server.storage.base import labels_text, to_micros  # noqa: E402
+from miniobserv.server.storage.base import MetricQuery, labels_text, to_micros  # noqa: E402
 from miniobserv.server.storage.postgres import PostgresRepositories  # noqa: E402
+from miniobserv.server.storage.postgres.metrics import build_query  # noqa: E402
 from miniobserv.server.storage.sqlite import SQLiteRepositories  # noqa: E402
 
 
@@ -88,10 +104,92 @@ def measure_bytes(workload: Workload, timescaledb: bool) -> None:
             stored = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
             samples = relation_bytes(conn, "samples", timescaledb)
             series = relation_bytes(conn, "series", False)
-    name = "TimescaleDB (chunks compressed)" if timescaledb else "plain PostgreSQL"
-    print(f"{name}: {stored:,} points in {loaded:.1f} s ({stored / loaded:,.0f} points/s"
-          f" through insert_batch, one process); samples {samples / stored:.2f} B/point,"
-          f" series {series / stored:.2f} B/point, together {(samples + series) / stored:.2f}")
+        name = "TimescaleDB (chunks compressed)" if timescaledb else "plain PostgreSQL"
+        print(f"{name}: {stored:,} points in {loaded:.1f} s ({stored / loaded:,.0f} points/s"
+              f" through insert_batch, one process); samples {samples / stored:.2f} B/point,"
+              f" series {series / stored:.2f} B/point, together"
+              f" {(samples + series) / stored:.2f}")
+        if not timescaledb:
+            measure_packed(url, stored, series)
+
+
+def measure_packed(url: str, stored: int, series: int) -> None:
+    """Pack everything (the maintenance job's call), VACUUM, and report the bytes again."""
+    repos = PostgresRepositories(url, max_size=1).open()
+    began = time.monotonic()
+    try:
+        packed = repos.fleet.pack_samples(datetime.now(UTC) - ServerConfig.metrics_pack_after)
+    finally:
+        repos.close()
+    took = time.monotonic() - began
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE samples")
+        conn.execute("VACUUM ANALYZE sample_blocks")
+        narrow = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+        blocks, points = conn.execute("SELECT count(*), sum(cardinality(times))"
+                                      " FROM sample_blocks").fetchone()
+        methods = conn.execute("SELECT string_agg(DISTINCT pg_column_compression(vals), ',')"
+                               " FROM sample_blocks").fetchone()[0]
+        lz4 = relation_bytes(conn, "sample_blocks", False)
+        left = relation_bytes(conn, "samples", False)
+        conn.execute("REINDEX TABLE samples")
+        reindexed = relation_bytes(conn, "samples", False)
+        # The same blocks recompressed with pglz (array_cat hands over a detoasted copy).
+        conn.execute("CREATE TABLE blocks_pglz (LIKE sample_blocks INCLUDING ALL)")
+        conn.execute("ALTER TABLE blocks_pglz ALTER COLUMN times SET COMPRESSION pglz,"
+                     " ALTER COLUMN vals SET COMPRESSION pglz")
+        conn.execute("INSERT INTO blocks_pglz SELECT series_id, start,"
+                     " array_cat(times, '{}'), array_cat(vals, '{}') FROM sample_blocks")
+        conn.execute("VACUUM ANALYZE blocks_pglz")
+        pglz = relation_bytes(conn, "blocks_pglz", False)
+    total = stored
+    print(f"plain PostgreSQL packed: {packed:,} samples into {blocks:,} blocks"
+          f" ({points:,} points, {points / max(blocks, 1):.0f} a block, {narrow:,} left narrow)"
+          f" in {took:.1f} s; compressed with {methods or 'nothing'}")
+    print(f"  sample_blocks {lz4 / total:.2f} B/point (lz4), {pglz / total:.2f} (pglz);"
+          f" samples after VACUUM {left / total:.2f} B/point of reusable pages,"
+          f" after REINDEX {reindexed / total:.2f}; series {series / total:.2f}")
+    print(f"  together (lz4, samples reindexed) {(lz4 + reindexed + series) / total:.2f}"
+          f" B/point; with samples' reusable pages {(lz4 + left + series) / total:.2f}")
+
+
+def execution_ms(conn: psycopg.Connection, statement: Any, params: dict[str, Any],
+                 repeat: int) -> float:
+    """The median ``Execution Time`` of ``statement`` under EXPLAIN ANALYZE (no timing)."""
+    explain = sql.SQL("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) ") + statement
+    times = [float(conn.execute(explain, params).fetchone()[0][0]["Execution Time"])
+             for _ in range(repeat)]
+    return statistics.median(times)
+
+
+def measure_query(hosts: int, repeat: int) -> None:
+    """One series, 24 h in 1 m buckets, avg: narrow, then packed."""
+    steps = 24 * 3600 // STEP_S
+    newest = int(datetime.now(UTC).timestamp()) - 3 * 3600
+    workload = Workload(hosts, hosts * len(NINE) * steps, newest - newest % STEP_S)
+    end = datetime.fromtimestamp(workload.newest, UTC)
+    wanted = MetricQuery(workload.host(0), NINE[0][0], end - timedelta(hours=24), end,
+                         bucket="1m", agg="avg", labels=tuple(NINE[0][1].items()))
+    with postgres_store(False) as store:
+        load(PostgresRepositories(store.url, max_size=2).open(), workload)
+        figures = {}
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE samples")
+            figures["narrow"] = execution_ms(conn, *build_query(wanted), repeat)
+        repos = PostgresRepositories(store.url, max_size=1).open()
+        try:
+            repos.fleet.pack_samples(datetime.now(UTC))
+            answer = repos.metrics.query(wanted)
+        finally:
+            repos.close()
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE samples")
+            conn.execute("VACUUM ANALYZE sample_blocks")
+            figures["packed"] = execution_ms(conn, *build_query(wanted, packed=True), repeat)
+    print(f"one series, 24 h in 1 m buckets (avg), {workload.total:,} points stored,"
+          f" {len(answer[0].points)} buckets: median of {repeat} EXPLAIN ANALYZE runs:"
+          f" narrow {figures['narrow']:.2f} ms, packed {figures['packed']:.2f} ms"
+          f" ({figures['packed'] / figures['narrow']:.2f}x)")
 
 
 def load_old_rows(url: str, workload: Workload) -> int:
@@ -188,6 +286,7 @@ def main() -> None:
     parser.add_argument("--days-ago", type=float, default=10.0)
     parser.add_argument("--stores", default="postgres,timescaledb")
     parser.add_argument("--measure", default="bytes,migration")
+    parser.add_argument("--repeat", type=int, default=31)
     args = parser.parse_args()
     newest = int((datetime.now(UTC) - timedelta(days=args.days_ago)).timestamp())
     workload = Workload(args.hosts, args.points, newest - newest % STEP_S)
@@ -195,7 +294,10 @@ def main() -> None:
           f" metrics, 10 s steps; Python {platform.python_version()}")
     for store in args.stores.split(","):
         for what in args.measure.split(","):
-            if store == "sqlite":
+            if what == "query":
+                if store == "postgres":
+                    measure_query(args.hosts, args.repeat)
+            elif store == "sqlite":
                 (measure_sqlite_bytes if what == "bytes" else measure_sqlite_migration)(workload)
             else:
                 (measure_bytes if what == "bytes" else measure_migration)(

@@ -185,6 +185,8 @@ class ServerConfig:
     host_stale_after: timedelta = timedelta(seconds=20)
     host_down_after: timedelta = timedelta(seconds=50)
     metrics_retention: timedelta = timedelta(days=30)
+    # Plain PostgreSQL: samples older than this are packed into 30-minute blocks.
+    metrics_pack_after: timedelta = timedelta(hours=2)
     logs_retention: timedelta = timedelta(days=14)
     dashboard_enabled: bool = True
     dashboard_auth: str = "token"
@@ -233,6 +235,8 @@ class ServerConfig:
             host_down_after=down,
             metrics_retention=env.duration("METRICS_RETENTION", cls.metrics_retention, hour,
                                            timedelta(days=3650)),
+            metrics_pack_after=env.duration("METRICS_PACK_AFTER", cls.metrics_pack_after,
+                                            timedelta(minutes=10), timedelta(days=7)),
             logs_retention=env.duration("LOGS_RETENTION", cls.logs_retention, hour,
                                         timedelta(days=3650)),
             dashboard_enabled=env.boolean("DASHBOARD_ENABLED", cls.dashboard_enabled),

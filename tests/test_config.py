@@ -72,6 +72,7 @@ SERVER_DURATIONS = [
     ("SHUTDOWN_TIMEOUT", "shutdown_timeout", "10s", "1s", "120s"),
     ("ALERT_INTERVAL", "alert_interval", "30s", "1s", "1d"),
     ("METRICS_RETENTION", "metrics_retention", "30d", "1h", "3650d"),
+    ("METRICS_PACK_AFTER", "metrics_pack_after", "2h", "10m", "7d"),
     ("LOGS_RETENTION", "logs_retention", "14d", "1h", "3650d"),
 ]
 

@@ -144,6 +144,10 @@ class AlertingService:
                                                   should_stop=self._should_stop_work)
         if deleted:
             log.info("retention: deleted %d expired rows", deleted)
+        packed = self.repos.fleet.pack_samples(now - self.config.metrics_pack_after,
+                                               should_stop=self._should_stop_work)
+        if packed:
+            log.info("retention: packed %d samples into blocks", packed)
 
     def _deliver_loop(self) -> None:
         while not self._stop.is_set():

@@ -436,6 +436,14 @@ class FleetRepository(Protocol):
         """
         ...
 
+    def pack_samples(self, before: datetime, *,
+                     should_stop: Callable[[], bool] | None = None) -> int:
+        """Pack samples of time windows wholly before ``before`` into compact blocks, where
+        the store does (plain PostgreSQL, ``METRICS_PACK_AFTER``); the points packed. In
+        bounded transactions, returning early once ``should_stop()`` is true; answers never
+        change. 0 on the other stores (SQLite's rows are compact, TimescaleDB compresses)."""
+        ...
+
     def leader_lock(self) -> LeaderLock:
         """A new handle on the deployment-wide alerting lock (not yet taken)."""
         ...

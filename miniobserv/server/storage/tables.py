@@ -6,7 +6,7 @@ PostgreSQL, executemany on SQLite); these tables document the shape they rely on
 target of ``alembic revision --autogenerate`` and of the test that checks the migrations
 build exactly this.
 
-An index whose ``info["dialects"]`` names the dialects it exists on is built on those only
+An index or table whose ``info["dialects"]`` names the dialects it exists on is built on those only
 (:func:`include_object` is the autogenerate filter saying so).
 
 On SQLite ``time``/``last_seen``/``received_at`` are INTEGER microseconds since the UTC epoch,
@@ -31,10 +31,10 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 def include_object(obj: object, name: str | None, kind: str, reflected: bool,
                    compare_to: object, *, dialect: str) -> bool:
-    """Alembic's ``include_object`` filter on ``dialect``: False for an index of the
-    metadata that this dialect does not build (its ``info["dialects"]``)."""
-    dialects = getattr(obj, "info", {}).get("dialects") if kind == "index" and not reflected \
-        else None
+    """Alembic's ``include_object`` filter on ``dialect``: False for an index or table of
+    the metadata that this dialect does not build (its ``info["dialects"]``)."""
+    dialects = getattr(obj, "info", {}).get("dialects") \
+        if kind in ("index", "table") and not reflected else None
     return dialects is None or dialect in dialects
 
 # timestamptz on PostgreSQL; INTEGER microseconds since the epoch on SQLite.
@@ -183,3 +183,18 @@ samples = sa.Table(
 # tiny and cheap to keep up as points arrive in time order, for retention's range delete.
 sa.Index("ix_samples_time", samples.c.time, postgresql_using="brin",
          info={"dialects": ("postgresql",)})
+
+# --- sample_blocks (revision 0009) ---------------------------------------------------------
+
+# PostgreSQL only: 30 minutes of one series per row, packed from ``samples`` once older than
+# METRICS_PACK_AFTER (storage/postgres/blocks.py); ``times`` in time order, ``vals`` their
+# values. Empty and unread on TimescaleDB.
+sample_blocks = sa.Table(
+    "sample_blocks",
+    metadata,
+    sa.Column("series_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("times", postgresql.ARRAY(sa.DateTime(timezone=True)), nullable=False),
+    sa.Column("vals", postgresql.ARRAY(sa.Double()), nullable=False),
+    info={"dialects": ("postgresql",)},
+)

@@ -15,6 +15,7 @@ the rewrites are also checked in materialized rollups, once their refresh has ru
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections import defaultdict
@@ -54,8 +55,13 @@ NAME, OTHER = "cpu.usage_pct", "mem.used_pct"
 HOSTS = ("web-01", "web-02", "db-01", "Zeta")
 US = timedelta(microseconds=1)
 
-GRID_STORES = [*STORES, pytest.param("timescaledb", marks=[pytest.mark.integration,
-                                                           pytest.mark.timescaledb])]
+# "postgres-packed": plain PostgreSQL that packs every sample stored so far into blocks
+# (storage/postgres/blocks.py) after every third batch, so that later batches rewrite packed
+# points and answers read narrow rows and blocks together (issue 10, storage target 2).
+GRID_STORES = [*STORES, pytest.param("postgres-packed", marks=pytest.mark.integration),
+               pytest.param("timescaledb", marks=[pytest.mark.integration,
+                                                  pytest.mark.timescaledb])]
+PACK_EVERY = 3
 
 
 # --- the data set ---------------------------------------------------------------------------
@@ -223,12 +229,29 @@ def opened(kind: str, request: pytest.FixtureRequest) -> Iterator[Repositories]:
                 databases.drop(url)
                 pytest.skip(NO_TIMESCALEDB)
     repos = open_repositories(config_for(url))
+    if kind == "postgres-packed":
+        packing(repos)
     try:
         yield repos
     finally:
         repos.close()
         if databases is not None:
             databases.drop(url)
+
+
+def packing(repos: Repositories) -> None:
+    """Make ``repos`` pack every stored sample into blocks after every PACK_EVERY-th batch
+    (the first one included)."""
+    insert = repos.metrics.insert_batch
+    sent = itertools.count()
+
+    def insert_then_pack(batch: MetricBatch) -> int:
+        stored = insert(batch)
+        if next(sent) % PACK_EVERY == 0:
+            assert repos.fleet.pack_samples(datetime.now(UTC) + timedelta(days=1)) > 0
+        return stored
+
+    repos.metrics.insert_batch = insert_then_pack  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="module")

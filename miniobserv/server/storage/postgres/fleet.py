@@ -33,6 +33,7 @@ from miniobserv.server.storage.fleet_common import (
     never,
     outbox_status,
 )
+from miniobserv.server.storage.postgres import blocks
 from miniobserv.server.storage.postgres.db import (
     CONNECT_TIMEOUT_S,
     is_hypertable,
@@ -49,11 +50,12 @@ LEADER_LOCK_KEY = 0x6D696E696F627361
 # One row per series (its canonical labels text), in code-point order (COLLATE "C"): what
 # merge_latest answers on the other stores, so LIMIT keeps the same series.
 _LATEST = """SELECT s.host, s.name, s.labels_text, x.time, x.value FROM series AS s
-    CROSS JOIN LATERAL (SELECT time, value FROM samples
-        WHERE series_id = s.id AND time >= %(since)s ORDER BY time DESC LIMIT 1) AS x
+    CROSS JOIN LATERAL {newest} AS x
     WHERE true{filters}
     ORDER BY s.host COLLATE "C", s.name COLLATE "C", s.labels_text COLLATE "C"
     LIMIT %(limit)s"""
+_NEWEST = """(SELECT time, value FROM samples
+    WHERE series_id = s.id AND time >= %(since)s ORDER BY time DESC LIMIT 1)"""
 _UPSERT_STATE = """INSERT INTO alert_states (rule_key, host, labels_key, state, value, since,
         updated_at, last_notified) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (rule_key, host, labels_key) DO UPDATE SET state = excluded.state,
@@ -84,6 +86,19 @@ class PostgresFleet:
     def __init__(self, pool: ConnectionPool, conninfo: str) -> None:
         self._pool = pool
         self._conninfo = conninfo
+        self._packed: bool | None = None  # whether samples are packed (blocks.py), once known
+
+    def _packed_now(self) -> bool:
+        """:meth:`_uses_blocks` on a pooled connection of its own, only while unknown."""
+        if self._packed is None:
+            with translate_errors(), self._pool.connection() as conn:
+                return self._uses_blocks(conn)
+        return self._packed
+
+    def _uses_blocks(self, conn: psycopg.Connection[Any]) -> bool:
+        if self._packed is None:
+            self._packed = blocks.uses_blocks(conn)
+        return self._packed
 
     def last_seen(self) -> list[HostSeen]:
         with translate_errors(), self._pool.connection() as conn:
@@ -105,7 +120,9 @@ class PostgresFleet:
             params[f"label{index}"] = containment(key, value)
             filters.append(sql.SQL(" AND s.labels @> {}::jsonb").format(
                 sql.Placeholder(f"label{index}")))
-        statement = sql.SQL(_LATEST).format(filters=sql.Composed(filters))
+        newest = blocks.LATEST_POINT if self._packed_now() else _NEWEST
+        statement = sql.SQL(_LATEST).format(newest=sql.SQL(newest),
+                                            filters=sql.Composed(filters))
         rows = read_rows(self._pool, statement, params)
         # A fleet repeats few label sets: each is parsed once, its dict shared (read-only).
         parsed: dict[str, dict[str, str]] = {}
@@ -171,14 +188,17 @@ class PostgresFleet:
                        outbox_before: datetime, *,
                        should_stop: Callable[[], bool] | None = None) -> int:
         """Chunked range deletes, each chunk its own transaction (autocommit), except on
-        hypertables (a TimescaleDB policy drops their chunks)."""
+        hypertables (a TimescaleDB policy drops their chunks); packed samples go by whole
+        blocks, once their window ended before ``metrics_before``."""
         deleted = 0
         with translate_errors(), self._pool.connection() as conn:
             conn.autocommit = True
             try:
                 hypertables = {t for t in ("samples", "logs") if is_hypertable(conn, t)}
-                for table, condition, before in expired_rows(metrics_before, logs_before,
-                                                             outbox_before):
+                expired = expired_rows(metrics_before, logs_before, outbox_before)
+                if self._uses_blocks(conn):
+                    expired.insert(1, ("sample_blocks", blocks.EXPIRED_BLOCKS, metrics_before))
+                for table, condition, before in expired:
                     if table not in hypertables:
                         deleted += delete_in_chunks(_chunk_deleter(conn, table, condition,
                                                                    before), should_stop or never)
@@ -186,6 +206,21 @@ class PostgresFleet:
                 if not conn.closed:
                     conn.autocommit = False
         return deleted
+
+    def pack_samples(self, before: datetime, *,
+                     should_stop: Callable[[], bool] | None = None) -> int:
+        """Pack the samples of windows ended before ``before`` into blocks on plain
+        PostgreSQL (blocks.py), a bounded batch of series per transaction; the narrow rows
+        packed (0 on TimescaleDB, which compresses its chunks itself)."""
+        with translate_errors(), self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                if not self._uses_blocks(conn):
+                    return 0
+                return blocks.pack(conn, before, should_stop or never)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     def leader_lock(self) -> PostgresLeaderLock:
         return PostgresLeaderLock(self._conninfo)

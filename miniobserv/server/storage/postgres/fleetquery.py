@@ -26,9 +26,10 @@ from miniobserv.server.storage.postgres.metrics import whole_range
 Fetch = Callable[[sql.Composed, dict[str, Any]], list[tuple[Any, ...]]]
 
 
-def top(fetch: Fetch, query: TopQuery) -> list[HostValue]:
-    """One aggregate per host over the whole range, ranked by :func:`rank_hosts`."""
+def top(fetch: Fetch, query: TopQuery, *, packed: bool = False) -> list[HostValue]:
+    """One aggregate per host over the whole range, ranked by :func:`rank_hosts`; with
+    ``packed``, over the narrow and packed samples (blocks.py)."""
     window = MetricQuery(None, query.name, query.start, query.end, agg=query.agg,
                          labels=query.labels, group_by=HOST_GROUP)
-    rows = fetch(*whole_range(window))
+    rows = fetch(*whole_range(window, packed=packed))
     return rank_hosts((HostValue(host, float(value)) for host, _, value in rows), query)

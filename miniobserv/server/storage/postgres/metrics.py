@@ -33,6 +33,7 @@ from miniobserv.server.storage.base import (
     TopQuery,
 )
 from miniobserv.server.storage.claims import metrics_claim
+from miniobserv.server.storage.postgres import blocks
 from miniobserv.server.storage.postgres.db import (
     ROLLUP_VIEWS,
     Ingest,
@@ -74,17 +75,26 @@ _ROLLUP_PART = """SELECT s.series, v.bucket, {aggregate} AS value
     FROM s JOIN {view} AS v ON v.series_id = s.id
     WHERE v.bucket >= %(first)s AND v.bucket < %(stop)s
     GROUP BY s.series, v.bucket"""
+# With packed samples (plain PostgreSQL, blocks.py): each series' narrow and packed points.
+_PACKED_PART = """SELECT s.series, {bucket} AS bucket, {aggregate} AS value
+    FROM s CROSS JOIN LATERAL {points} AS x
+    GROUP BY s.series, bucket"""
 _ORDER = " ORDER BY series, bucket"
 _COUNT_SERIES = """SELECT count(*) FROM (SELECT DISTINCT s.series FROM s
-    WHERE EXISTS (SELECT 1 FROM samples AS x WHERE x.series_id = s.id
-        AND x.time >= %(start)s AND x.time <= %(end)s)
+    WHERE EXISTS (SELECT 1 FROM {points} AS x)
     LIMIT %(limit)s) AS distinct_series"""
+_NARROW_POINTS = sql.SQL("""(SELECT time, value FROM samples WHERE series_id = s.id
+    AND time >= %(start)s AND time <= %(end)s)""")
 _DATE_BIN = sql.SQL("date_bin(make_interval(secs => %(width)s), x.time, TIMESTAMPTZ 'epoch')")
 _WHOLE_RANGE = sql.SQL("TIMESTAMPTZ 'epoch'")  # one bucket: an aggregate over the range (top)
-# The raw windows: the whole query, or the partial buckets before and after the rollup's.
-_WHOLE = sql.SQL("x.time >= %(start)s AND x.time <= %(end)s")
-_HEAD = sql.SQL("x.time >= %(start)s AND x.time < %(first)s")
-_TAIL = sql.SQL("x.time >= %(stop)s AND x.time <= %(end)s")
+# The raw windows: the whole query, or the partial buckets before and after the rollup's;
+# the same as (low, high, high's operator) for packed samples.
+_WINDOWS: Mapping[str, sql.Composable] = {
+    "whole": sql.SQL("x.time >= %(start)s AND x.time <= %(end)s"),
+    "head": sql.SQL("x.time >= %(start)s AND x.time < %(first)s"),
+    "tail": sql.SQL("x.time >= %(stop)s AND x.time <= %(end)s")}
+_PACKED_WINDOWS: Mapping[str, tuple[str, str, str]] = {
+    "whole": ("start", "end", "<="), "head": ("start", "first", "<"), "tail": ("stop", "end", "<=")}
 
 ROLLUP_AGGREGATE_SQL: Mapping[str, sql.Composable] = {
     "avg": sql.SQL("sum(sum) / sum(count)::double precision"),
@@ -109,6 +119,7 @@ class PostgresMetrics:
         self._ingest = ingest
         self._pool = ingest.pool
         self._rollups: frozenset[str] | None = None  # the rollup views found, once known
+        self._packed: bool | None = None  # whether samples are packed (blocks.py), once known
 
     def insert_batch(self, batch: MetricBatch) -> int:
         """Store the batch (one statement in the steady state), or acknowledge a known
@@ -121,13 +132,13 @@ class PostgresMetrics:
         """Epoch-aligned buckets over ``start <= time <= end``, ascending, empty ones omitted."""
         view = ROLLUP_VIEWS[query.bucket] if self.serves_from_rollup(query) else None
         try:
-            rows = self._fetch(*build_query(query, view))
+            rows = self._fetch(*build_query(query, view, packed=self.packed()))
         except StorageError as err:
             if view is None or not isinstance(err.__cause__, psycopg.errors.UndefinedTable):
                 raise
             log.warning("rollup %s is gone; answering from the raw table", view)
             self._rollups = None  # look again next time
-            rows = self._fetch(*build_query(query))
+            rows = self._fetch(*build_query(query, packed=self.packed()))
         return to_series(rows, query.group_by)
 
     def count_series(self, query: MetricQuery, limit: int) -> int:
@@ -136,7 +147,10 @@ class PostgresMetrics:
         if query.group_by is None:
             return 1
         params: dict[str, Any] = {"start": query.start, "end": query.end, "limit": limit}
-        statement = sql.Composed([series_cte(query, params), sql.SQL(_COUNT_SERIES)])
+        points = blocks.points(sql.SQL("s.id"), "start", "end") if self.packed() else \
+            _NARROW_POINTS
+        statement = sql.Composed([series_cte(query, params),
+                                  sql.SQL(_COUNT_SERIES).format(points=points)])
         return int(self._fetch(statement, params)[0][0])
 
     def serves_from_rollup(self, query: MetricQuery) -> bool:
@@ -154,7 +168,14 @@ class PostgresMetrics:
         """The hosts of the highest (or lowest) aggregate over the range."""
         from miniobserv.server.storage.postgres.fleetquery import top  # imports this module
 
-        return top(self._fetch, query)
+        return top(self._fetch, query, packed=self.packed())
+
+    def packed(self) -> bool:
+        """True when this database packs old samples into blocks (looked up once)."""
+        if self._packed is None:
+            with translate_errors(), self._pool.connection() as conn:
+                self._packed = blocks.uses_blocks(conn)
+        return self._packed
 
     def _available_rollups(self) -> frozenset[str]:
         if self._rollups is None:
@@ -173,13 +194,15 @@ class PostgresMetrics:
 
 
 def build_query(query: MetricQuery, view: str | None = None,
-                bucket: sql.Composable = _DATE_BIN) -> tuple[sql.Composed, dict[str, Any]]:
+                bucket: sql.Composable = _DATE_BIN, *,
+                packed: bool = False) -> tuple[sql.Composed, dict[str, Any]]:
     """The SQL and parameters of ``query``; only allowlisted fragments are formatted in.
 
     With ``view`` (a value of ROLLUP_VIEWS for ``query.bucket``), the buckets lying wholly
     inside ``[start, end]`` come from that rollup and the partial first and last buckets from
     the raw samples, which alone can cut them at ``start`` and ``end``. ``bucket`` is the
-    bucket expression (``date_bin``, or one constant for a whole-range aggregate).
+    bucket expression (``date_bin``, or one constant for a whole-range aggregate). With
+    ``packed``, the raw samples are the narrow and packed points of each series (blocks.py).
     """
     if query.agg not in AGGREGATE_SQL or query.bucket not in BUCKETS:
         raise ValueError(f"unsupported bucket/aggregate: {query.bucket!r}/{query.agg!r}")
@@ -187,28 +210,33 @@ def build_query(query: MetricQuery, view: str | None = None,
                               "end": query.end}
     head = series_cte(query, params)
 
-    def raw(bounds: sql.Composable) -> sql.Composed:
+    def raw(bounds: str) -> sql.Composed:
+        if packed:
+            return sql.SQL(_PACKED_PART).format(
+                bucket=bucket, aggregate=AGGREGATE_SQL[query.agg],
+                points=blocks.points(sql.SQL("s.id"), *_PACKED_WINDOWS[bounds]))
         return sql.SQL(_RAW_PART).format(bucket=bucket, aggregate=AGGREGATE_SQL[query.agg],
-                                         window=bounds)
+                                         window=_WINDOWS[bounds])
 
     window = whole_buckets(query)
     if view is None or window is None:
-        return sql.Composed([head, raw(_WHOLE), sql.SQL(_ORDER)]), params
+        return sql.Composed([head, raw("whole"), sql.SQL(_ORDER)]), params
     if view != ROLLUP_VIEWS.get(query.bucket) or query.agg not in ROLLUP_AGGREGATE_SQL:
         raise ValueError(f"no rollup {view!r} for {query.bucket!r}/{query.agg!r}")
     params["first"], params["stop"] = window
     parts = [sql.SQL(_ROLLUP_PART).format(view=sql.Identifier(view),
                                           aggregate=ROLLUP_AGGREGATE_SQL[query.agg])]
     if query.start < window[0]:
-        parts.append(raw(_HEAD))
+        parts.append(raw("head"))
     if window[1] <= query.end:
-        parts.append(raw(_TAIL))
+        parts.append(raw("tail"))
     return sql.Composed([head, sql.SQL(" UNION ALL ").join(parts), sql.SQL(_ORDER)]), params
 
 
-def whole_range(query: MetricQuery) -> tuple[sql.Composed, dict[str, Any]]:
+def whole_range(query: MetricQuery, *,
+                packed: bool = False) -> tuple[sql.Composed, dict[str, Any]]:
     """:func:`build_query` with one bucket for the whole range (no bucketing)."""
-    return build_query(query, bucket=_WHOLE_RANGE)
+    return build_query(query, bucket=_WHOLE_RANGE, packed=packed)
 
 
 def series_cte(query: MetricQuery, params: dict[str, Any]) -> sql.Composed:

@@ -143,8 +143,9 @@ def test_unbounded_statements_still_change_the_timeout_and_back(
 def test_a_connection_with_data_waiting_is_not_quiet(repos: PostgresRepositories,
                                                      fresh_postgres_url: str) -> None:
     conn = pooled(repos)
-    assert postgres_db.is_quiet(conn)
+    session = postgres_db.Session(conn, None, 0.0)
+    assert session.is_quiet(conn)
     with psycopg.connect(fresh_postgres_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
         admin.execute("SELECT pg_sleep(0.2)")
-    assert not postgres_db.is_quiet(conn)
+    assert not session.is_quiet(conn)

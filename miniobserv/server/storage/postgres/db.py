@@ -409,10 +409,7 @@ class PostgresDatabase:
         self._statement_timeout_ms = None if statement_timeout is None else \
             max(1, round(statement_timeout.total_seconds() * 1000))
         self._unbounded = threading.local()
-        # Per pooled connection: the statement_timeout it was given (None: the server's
-        # default) and when it was last checked out (time.monotonic()).
-        self._sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any],
-                                                  tuple[int | None, float]] = \
+        self._sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], Session] = \
             weakref.WeakKeyDictionary()
         self.pool_timeout = POOL_TIMEOUT_S if statement_timeout is None else \
             min(POOL_TIMEOUT_S, statement_timeout.total_seconds())
@@ -443,9 +440,9 @@ class PostgresDatabase:
             0 if getattr(self._unbounded, "active", False) else self._statement_timeout_ms
         now = time.monotonic()
         known = self._sessions.get(conn)
-        if known is not None and known[0] == wanted and now - known[1] < IDLE_CHECK_S \
-                and is_quiet(conn):
-            self._sessions[conn] = (wanted, now)
+        if known is not None and known.timeout_ms == wanted \
+                and now - known.used_at < IDLE_CHECK_S and known.is_quiet(conn):
+            known.used_at = now
             return
         self._sessions.pop(conn, None)  # unknown until the statement below succeeds
         if wanted is None:
@@ -459,7 +456,7 @@ class PostgresDatabase:
             finally:
                 if not autocommit and not conn.closed:
                     conn.autocommit = False
-        self._sessions[conn] = (wanted, now)
+        self._sessions[conn] = Session(conn, wanted, now)
 
     @contextmanager
     def unbounded_statements(self) -> Iterator[None]:
@@ -497,16 +494,27 @@ class PostgresDatabase:
         self.pool.close()
 
 
-def is_quiet(conn: psycopg.Connection[Any]) -> bool:
-    """True when ``conn`` is idle, in working order and nothing waits on its socket: an idle
-    session receives nothing unless the server is ending it (or sends a notice)."""
-    pgconn = conn.pgconn
-    if pgconn.status != psycopg.pq.ConnStatus.OK or \
-            pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        return False
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    return not poller.poll(0)
+class Session:
+    """What the pool knows of one of its connections: the statement_timeout it was given
+    (None: the server's default), when it was last handed out (``time.monotonic()``), and a
+    poller of its socket, registered once."""
+
+    __slots__ = ("timeout_ms", "used_at", "_poller")
+
+    def __init__(self, conn: psycopg.Connection[Any], timeout_ms: int | None,
+                 used_at: float) -> None:
+        self.timeout_ms = timeout_ms
+        self.used_at = used_at
+        self._poller = select.poll()
+        self._poller.register(conn.pgconn.socket, select.POLLIN)
+
+    def is_quiet(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when ``conn`` is idle, in working order and nothing waits on its socket: an
+        idle session receives nothing unless the server is ending it (or sends a notice)."""
+        pgconn = conn.pgconn
+        return pgconn.status == psycopg.pq.ConnStatus.OK \
+            and pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE \
+            and not self._poller.poll(0)
 
 
 def has_timescaledb(conn: psycopg.Connection[Any]) -> bool:

@@ -73,6 +73,7 @@ class Telemetry:
                                registry=target)
         self.rejected = Counter("miniobserv_rejected_batches", "Batches refused as invalid",
                                 ["kind", "status"], registry=target)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # see _child
 
     def exposition(self) -> bytes:
         """The text exposition of these counters, summed over every worker."""
@@ -89,25 +90,38 @@ class Telemetry:
         app.after_request(self._observe)
 
     def _observe(self, response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-        method = method_label(request.method)
-        self.requests.labels(method, route, status_label(response.status_code)).inc()
+        # The request's own objects once (each ``request`` attribute is a context lookup).
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        rule = req.url_rule
+        route = rule.rule if rule is not None else "(unmatched)"
+        method = method_label(req.method)
+        status = response.status_code
+        self._child(self.requests, method, route, status_label(status)).inc()
         started = g.get("telemetry_started")
         if started is not None:
-            self.latency.labels(method, route).observe(time.perf_counter() - started)
-        kind = INGEST_PATHS.get(request.path) if request.method == "POST" else None
+            self._child(self.latency, method, route).observe(time.perf_counter() - started)
+        kind = INGEST_PATHS.get(req.path) if method == "POST" else None
         if kind is not None:
-            self._count_batch(kind, response)
+            self._count_batch(kind, status, response)
         return response
 
-    def _count_batch(self, kind: str, response: Response) -> None:
-        if response.status_code == 202:
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus_client checks and converts the
+        values and takes a lock at each call. Bounded as the label sets are (closed sets)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _count_batch(self, kind: str, status: int, response: Response) -> None:
+        if status == 202:
             body: Any = response.get_json(silent=True) or {}
             count = body.get("ingested", 0) if isinstance(body, dict) else 0
-            self.batches.labels(kind).inc()
+            self._child(self.batches, kind).inc()
             (self.points if kind == "metrics" else self.entries).inc(count)
-        elif response.status_code in REJECTED_STATUSES:
-            self.rejected.labels(kind, str(response.status_code)).inc()
+        elif status in REJECTED_STATUSES:
+            self._child(self.rejected, kind, str(status)).inc()
 
 
 def method_label(method: str) -> str:

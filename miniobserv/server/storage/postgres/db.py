@@ -11,8 +11,10 @@ STDIN`` of its rows and the host's ``last_seen``. Connection failures become
 from __future__ import annotations
 
 import logging
+import select
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +54,10 @@ PING_TIMEOUT_S = 1.0  # /readyz answers within about this long when the database
 # A reconnection attempt gives up after this long; the next request starts a fresh one. Keeps
 # the pool's exponential backoff short, so service resumes soon after a long outage.
 RECONNECT_TIMEOUT_S = 10.0
+# A pooled connection idle longer than this is proven alive by a round trip at its next
+# checkout (a peer that vanished without closing its socket); one used more recently is
+# taken without one unless the server has written to it since (see _check_out).
+IDLE_CHECK_S = 5.0
 RETENTION_LOCK_KEY = 0x6D696E696F6274  # serialises retention-policy changes across workers
 # Each table's retention policy first runs at its own offset, as its migration set it, clear
 # of every other policy's first run (0007: samples; 0002: logs).
@@ -200,9 +206,6 @@ def translate_errors() -> Iterator[None]:
 
 # Set by read_rows around its checkout: the pool's check may then skip its round trip.
 _READING = threading.local()
-# Each pooled connection's statement_timeout (ms) as the pool's check last set it.
-_SESSION_TIMEOUTS: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = \
-    weakref.WeakKeyDictionary()
 
 
 def read_rows(pool: ConnectionPool, statement: Any, params: Mapping[str, Any] | None = None
@@ -309,10 +312,10 @@ def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
     """Store one metric batch: the claim, the limits, the samples and ``last_seen``.
 
     When this process's ledger knows the host and every series as written lately (the
-    steady state), the batch is ONE statement (:data:`WRITE`), one round trip after the
-    pool's check (two when it replaces stored values). Otherwise one transaction: the
-    claim, :func:`admit` (which checks the limits and upserts the series, returning their
-    ids), then the same statement without its claim, replacing. Same outcomes as
+    steady state), the batch is ONE statement (:data:`WRITE`), one round trip in all (the
+    pool's check costs none then; two when it replaces stored values). Otherwise one
+    transaction: the claim, :func:`admit` (which checks the limits and upserts the series,
+    returning their ids), then the same statement without its claim, replacing. Same outcomes as
     :func:`copy_batch`.
     """
     now = datetime.now(UTC)
@@ -479,6 +482,8 @@ class PostgresDatabase:
         self._statement_timeout_ms = None if statement_timeout is None else \
             max(1, round(statement_timeout.total_seconds() * 1000))
         self._unbounded = threading.local()
+        self._sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], Session] = \
+            weakref.WeakKeyDictionary()
         self.pool_timeout = POOL_TIMEOUT_S if statement_timeout is None else \
             min(POOL_TIMEOUT_S, statement_timeout.total_seconds())
         self.pool = ConnectionPool(
@@ -493,26 +498,43 @@ class PostgresDatabase:
         return self
 
     def _check_out(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check at each checkout: one round trip proves the connection alive
-        and sets its statement_timeout for the calling thread (0, none, when unbounded);
-        none for :func:`read_rows` when the connection already has that timeout."""
-        optimistic = getattr(_READING, "optimistic", False)
-        if self._statement_timeout_ms is None:
-            if not optimistic:
-                ConnectionPool.check_connection(conn)
+        """The pool's check at each checkout: prove the connection alive, give it the
+        statement_timeout of the calling thread (0, none, when unbounded).
+
+        In the steady state this costs no round trip: a connection this process used less
+        than IDLE_CHECK_S ago, that already has the wanted timeout, and to which the server
+        has written nothing since (a server that ends a session, by shutdown, restart or
+        ``pg_terminate_backend``, says so on the socket before it closes it) is taken as it
+        is. So is, whatever its idle time, a connection with the wanted timeout handed to
+        :func:`read_rows`, whose statement proves it and which reads again on a checked
+        connection when it was broken. Otherwise one statement sets the timeout (or checks
+        it, without one), and a dead connection fails it: the pool then discards it and tries
+        another. A connection that dies between this check and its statement fails that
+        request (503) and is discarded when it comes back to the pool, as any connection
+        lost during a request.
+        """
+        wanted = None if self._statement_timeout_ms is None else \
+            0 if getattr(self._unbounded, "active", False) else self._statement_timeout_ms
+        now = time.monotonic()
+        known = self._sessions.get(conn)
+        if known is not None and known.timeout_ms == wanted and (
+                getattr(_READING, "optimistic", False)
+                or (now - known.used_at < IDLE_CHECK_S and known.is_quiet(conn))):
+            known.used_at = now
             return
-        timeout_ms = 0 if getattr(self._unbounded, "active", False) else \
-            self._statement_timeout_ms
-        if optimistic and _SESSION_TIMEOUTS.get(conn) == timeout_ms:
-            return  # read_rows: its statement proves the connection, and retries if broken
-        autocommit = conn.autocommit
-        conn.autocommit = True  # a session setting, outside any transaction
-        try:
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{timeout_ms}ms",))
-            _SESSION_TIMEOUTS[conn] = timeout_ms
-        finally:
-            if not autocommit and not conn.closed:
-                conn.autocommit = False
+        self._sessions.pop(conn, None)  # unknown until the statement below succeeds
+        if wanted is None:
+            ConnectionPool.check_connection(conn)
+        else:
+            autocommit = conn.autocommit
+            conn.autocommit = True  # a session setting, outside any transaction
+            try:
+                conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                             (f"{wanted}ms",))
+            finally:
+                if not autocommit and not conn.closed:
+                    conn.autocommit = False
+        self._sessions[conn] = Session(conn, wanted, now)
 
     @contextmanager
     def unbounded_statements(self) -> Iterator[None]:
@@ -548,6 +570,29 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self.pool.close()
+
+
+class Session:
+    """What the pool knows of one of its connections: the statement_timeout it was given
+    (None: the server's default), when it was last handed out (``time.monotonic()``), and a
+    poller of its socket, registered once."""
+
+    __slots__ = ("timeout_ms", "used_at", "_poller")
+
+    def __init__(self, conn: psycopg.Connection[Any], timeout_ms: int | None,
+                 used_at: float) -> None:
+        self.timeout_ms = timeout_ms
+        self.used_at = used_at
+        self._poller = select.poll()
+        self._poller.register(conn.pgconn.socket, select.POLLIN)
+
+    def is_quiet(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when ``conn`` is idle, in working order and nothing waits on its socket: an
+        idle session receives nothing unless the server is ending it (or sends a notice)."""
+        pgconn = conn.pgconn
+        return pgconn.status == psycopg.pq.ConnStatus.OK \
+            and pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE \
+            and not self._poller.poll(0)
 
 
 def has_timescaledb(conn: psycopg.Connection[Any]) -> bool:

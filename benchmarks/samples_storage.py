@@ -6,7 +6,8 @@ metrics at 10 s steps, ``--points`` in all, ending ``--days-ago`` days back so t
 chunk is past the compression policy's 7 days) is written through the PostgreSQL repository
 (1000-point batches, ``insert_batch``: the server's ingest path without HTTP) into plain
 PostgreSQL and TimescaleDB. Then ``VACUUM ANALYZE``, and on TimescaleDB every chunk is
-compressed (what the compression policy does after 7 days). Reported: bytes of ``samples``
+compressed as migration 0009's job ``compress_samples`` compresses chunks after 7 days
+(``compress_chunk`` before 0009), with where the compressed bytes go. Reported: bytes of ``samples``
 (table, indexes, TOAST; ``hypertable_size``) and of ``series``, per stored point. SQLite:
 the same through the SQLite repository; the file after a WAL checkpoint, and its pages of
 ``samples`` and of ``series`` (with its indexes) from ``dbstat`` when SQLite has it.
@@ -40,7 +41,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.fleet_compare import NINE, STEP_S, Workload  # noqa: E402
+from benchmarks.fleet_compare import NINE, STEP_S, Workload, compress_every_chunk  # noqa: E402
 from benchmarks.ingest import postgres_store  # noqa: E402
 from miniobserv.model import Metric, MetricBatch  # noqa: E402
 from miniobserv.server.storage import migrate  # noqa: E402
@@ -74,6 +75,38 @@ def relation_bytes(conn: psycopg.Connection, table: str, hyper: bool) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+# Per compressed chunk of samples: its batches, their points, and its heap (with its free space
+# and visibility maps), TOAST (with its index) and indexes in bytes.
+_COMPRESSED_PARTS = """SELECT format('%I.%I', z.schema_name, z.table_name)::regclass
+    FROM _timescaledb_catalog.chunk AS c
+    JOIN _timescaledb_catalog.chunk AS z ON z.id = c.compressed_chunk_id
+    JOIN _timescaledb_catalog.hypertable AS h ON h.id = c.hypertable_id
+    WHERE h.table_name = 'samples'"""
+_FORKS = ("pg_relation_size({0}) + pg_relation_size({0}, 'fsm')"
+          " + pg_relation_size({0}, 'vm')")
+
+
+def compressed_breakdown(conn: psycopg.Connection, stored: int, total: int) -> str:
+    """Where ``total`` (hypertable_size of samples) goes, per stored point."""
+    parts = {"batches": 0, "points": 0, "heap": 0, "toast": 0, "indexes": 0}
+    for (chunk,) in conn.execute(_COMPRESSED_PARTS).fetchall():
+        # The chunk's name comes from TimescaleDB's catalog, quoted by format('%I.%I').
+        batches, points = conn.execute(
+            f"SELECT count(*), coalesce(sum(_ts_meta_count), 0) FROM {chunk}").fetchone()
+        heap, toast, indexes = conn.execute(
+            f"SELECT {_FORKS.format('r.oid')}, {_FORKS.format('r.reltoastrelid')}"
+            " + pg_indexes_size(r.reltoastrelid), pg_indexes_size(r.oid)"
+            " FROM pg_class AS r WHERE r.oid = %s::regclass", (str(chunk),)).fetchone()
+        for key, value in zip(parts, (batches, points, heap, toast, indexes), strict=True):
+            parts[key] += int(value)
+    rest = total - parts["heap"] - parts["toast"] - parts["indexes"]
+    per = f"{parts['points'] / parts['batches']:.0f}" if parts["batches"] else "-"
+    return (f"{parts['batches']:,} compressed batches ({per} points each): heap"
+            f" {parts['heap'] / stored:.3f}, TOAST {parts['toast'] / stored:.3f}, indexes"
+            f" {parts['indexes'] / stored:.3f}, the rest (empty chunks, the root table)"
+            f" {rest / stored:.3f} B/point")
+
+
 def measure_bytes(workload: Workload, timescaledb: bool) -> None:
     with postgres_store(timescaledb) as store:
         url = store.url
@@ -82,16 +115,19 @@ def measure_bytes(workload: Workload, timescaledb: bool) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE samples")
             conn.execute("VACUUM ANALYZE series")
-            if timescaledb:
-                conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
-                             " FROM show_chunks('samples') c")
+        if timescaledb:
+            compress_every_chunk(url, "samples")
+        with psycopg.connect(url, autocommit=True) as conn:
             stored = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
             samples = relation_bytes(conn, "samples", timescaledb)
             series = relation_bytes(conn, "series", False)
+            parts = compressed_breakdown(conn, stored, samples) if timescaledb else ""
     name = "TimescaleDB (chunks compressed)" if timescaledb else "plain PostgreSQL"
     print(f"{name}: {stored:,} points in {loaded:.1f} s ({stored / loaded:,.0f} points/s"
           f" through insert_batch, one process); samples {samples / stored:.2f} B/point,"
           f" series {series / stored:.2f} B/point, together {(samples + series) / stored:.2f}")
+    if parts:
+        print(f"  samples: {parts}")
 
 
 def load_old_rows(url: str, workload: Workload) -> int:

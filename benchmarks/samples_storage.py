@@ -7,7 +7,8 @@ chunk is past the compression policy's 7 days) is written through the PostgreSQL
 (1000-point batches, ``insert_batch``: the server's ingest path without HTTP) into plain
 PostgreSQL and TimescaleDB. Then ``VACUUM ANALYZE``, and on TimescaleDB every chunk is
 compressed as migration 0009's job ``compress_samples`` compresses chunks after 7 days
-(``compress_chunk`` before 0009), with where the compressed bytes go. Reported: bytes of ``samples``
+(``compress_chunk`` before 0009), with where the compressed bytes go; with ``--rollups``,
+the rollups' bytes too, filled and (samples_1h) compressed, outside the figure. Reported: bytes of ``samples``
 (table, indexes, TOAST; ``hypertable_size``) and of ``series``, per stored point. SQLite:
 the same through the SQLite repository; the file after a WAL checkpoint, and its pages of
 ``samples`` and of ``series`` (with its indexes) from ``dbstat`` when SQLite has it.
@@ -19,7 +20,7 @@ settings (fsync on); on SQLite, rows inserted by executemany into a file at 0006
 
     python benchmarks/samples_storage.py [--points 1000000] [--hosts 1000]
                                          [--stores postgres,timescaledb,sqlite]
-                                         [--measure bytes,migration]
+                                         [--measure bytes,migration] [--rollups]
 
 Every cluster is stopped and deleted at the end. Run by hand, never as a test.
 """
@@ -47,6 +48,7 @@ from miniobserv.model import Metric, MetricBatch  # noqa: E402
 from miniobserv.server.storage import migrate  # noqa: E402
 from miniobserv.server.storage.base import labels_text, to_micros  # noqa: E402
 from miniobserv.server.storage.postgres import PostgresRepositories  # noqa: E402
+from miniobserv.server.storage.postgres.db import ROLLUP_VIEWS  # noqa: E402
 from miniobserv.server.storage.sqlite import SQLiteRepositories  # noqa: E402
 
 
@@ -107,7 +109,27 @@ def compressed_breakdown(conn: psycopg.Connection, stored: int, total: int) -> s
             f" {rest / stored:.3f} B/point")
 
 
-def measure_bytes(workload: Workload, timescaledb: bool) -> None:
+_COMPRESSED_ROLLUP = """SELECT compression_enabled FROM timescaledb_information.continuous_aggregates
+    WHERE view_name = %s"""
+
+
+def rollup_bytes(conn: psycopg.Connection, stored: int) -> str:
+    """The rollups filled, then compressed where that is enabled (0009: samples_1h); not
+    part of the figure (the peers keep no rollups)."""
+    sizes = []
+    for view in ROLLUP_VIEWS.values():
+        conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, now())")  # fixed names
+        size = f"{view} {relation_bytes(conn, view, True) / stored:.3f}"
+        row = conn.execute(_COMPRESSED_ROLLUP, (view,)).fetchone()
+        if row is not None and row[0]:
+            conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
+                         " FROM show_chunks(%s::regclass) AS c", (view,))
+            size += f", compressed {relation_bytes(conn, view, True) / stored:.3f}"
+        sizes.append(size)
+    return f"rollups (not in the figure), filled: {'; '.join(sizes)} B/point"
+
+
+def measure_bytes(workload: Workload, timescaledb: bool, rollups: bool = False) -> None:
     with postgres_store(timescaledb) as store:
         url = store.url
         repos = PostgresRepositories(url, max_size=2).open()
@@ -122,6 +144,8 @@ def measure_bytes(workload: Workload, timescaledb: bool) -> None:
             samples = relation_bytes(conn, "samples", timescaledb)
             series = relation_bytes(conn, "series", False)
             parts = compressed_breakdown(conn, stored, samples) if timescaledb else ""
+            if timescaledb and rollups:
+                parts += f"\n  {rollup_bytes(conn, stored)}"
     name = "TimescaleDB (chunks compressed)" if timescaledb else "plain PostgreSQL"
     print(f"{name}: {stored:,} points in {loaded:.1f} s ({stored / loaded:,.0f} points/s"
           f" through insert_batch, one process); samples {samples / stored:.2f} B/point,"
@@ -224,6 +248,8 @@ def main() -> None:
     parser.add_argument("--days-ago", type=float, default=10.0)
     parser.add_argument("--stores", default="postgres,timescaledb")
     parser.add_argument("--measure", default="bytes,migration")
+    parser.add_argument("--rollups", action="store_true",
+                        help="TimescaleDB: the rollups' bytes too, filled and compressed")
     args = parser.parse_args()
     newest = int((datetime.now(UTC) - timedelta(days=args.days_ago)).timestamp())
     workload = Workload(args.hosts, args.points, newest - newest % STEP_S)
@@ -233,9 +259,10 @@ def main() -> None:
         for what in args.measure.split(","):
             if store == "sqlite":
                 (measure_sqlite_bytes if what == "bytes" else measure_sqlite_migration)(workload)
+            elif what == "bytes":
+                measure_bytes(workload, store == "timescaledb", args.rollups)
             else:
-                (measure_bytes if what == "bytes" else measure_migration)(
-                    workload, store == "timescaledb")
+                measure_migration(workload, store == "timescaledb")
 
 
 if __name__ == "__main__":

@@ -202,3 +202,61 @@ def test_0009_down_and_up_with_packed_data(timescale_data: tuple[str, datetime])
         assert set(policies(conn)) == {"compress_samples", "policy_retention"}
     run_job(url)
     assert answers(url, start) == packed
+
+
+ROLLUP_VIEWS = ("samples_1h", "samples_1d")
+_COMPRESSED_ROLLUP_CHUNKS = """SELECT count(*) FILTER (WHERE c.is_compressed), count(*)
+    FROM timescaledb_information.chunks AS c
+    JOIN timescaledb_information.continuous_aggregates AS a
+        ON c.hypertable_name = a.materialization_hypertable_name
+    WHERE a.view_name = %s"""
+
+
+def rollup_answers(url: str, start: datetime) -> list[list[Series]]:
+    """Whole hours and days from the rollups: every aggregate they keep, both hosts."""
+    repos = open_repositories(config_for(url))
+    assert isinstance(repos, PostgresRepositories)
+    try:
+        day = start.replace(hour=0)
+        queries = [MetricQuery(host, "cpu.usage_pct", *span, bucket, agg, (("core", "total"),))
+                   for host in HOSTS for agg in ("avg", "min", "max", "sum", "count", "last")
+                   for bucket, span in (("1h", (start, start + 4 * timedelta(hours=1))),
+                                        ("1d", (day, day + timedelta(days=1))))]
+        assert all(repos.metrics.serves_from_rollup(query) for query in queries)
+        return [repos.metrics.query(query) for query in queries]
+    finally:
+        repos.close()
+
+
+def test_0009_rollups_compressed_with_the_same_answers(timescale_data: tuple[str, datetime]
+                                                       ) -> None:
+    url, start = timescale_data
+    with psycopg.connect(url, autocommit=True) as conn:
+        for view in ROLLUP_VIEWS:
+            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)",
+                         (view, start - timedelta(days=1), start + timedelta(days=2)))
+        settings = conn.execute(
+            "SELECT a.view_name, s.attname, s.segmentby_column_index, s.orderby_asc"
+            " FROM timescaledb_information.compression_settings AS s"
+            " JOIN timescaledb_information.continuous_aggregates AS a"
+            " ON s.hypertable_name = a.materialization_hypertable_name"
+            " ORDER BY 1, 2").fetchall()
+        after = {row[0]: row[1] for row in conn.execute(
+            "SELECT hypertable_name, config ->> 'compress_after' FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_compression' AND hypertable_name LIKE 'samples_1_'")}
+    assert settings == [("samples_1h", "bucket", None, True), ("samples_1h", "series_id", 1, None)]
+    assert after == {"samples_1h": "7 days"}  # not samples_1d: see 0009
+    before = rollup_answers(url, start)
+    assert [len(s[0].points) for s in before[:2]] == [5, 1]  # 01:00 to 05:00; one day
+    with psycopg.connect(url, autocommit=True) as conn:
+        # What the policy does to chunks past 7 days, to all of them now.
+        conn.execute("SELECT compress_chunk(c) FROM show_chunks('samples_1h') AS c")
+        assert conn.execute(_COMPRESSED_ROLLUP_CHUNKS, ("samples_1h",)).fetchone() == (1, 1)
+    assert rollup_answers(url, start) == before
+    migrate.downgrade(url, "0008")
+    with psycopg.connect(url) as conn:
+        assert conn.execute(_COMPRESSED_ROLLUP_CHUNKS, ("samples_1h",)).fetchone() == (0, 1)
+        assert conn.execute("SELECT count(*) FROM timescaledb_information.jobs WHERE"
+                            " proc_name = 'policy_compression' AND hypertable_name LIKE"
+                            " 'samples_1_'").fetchone() == (0,)
+    assert rollup_answers(url, start) == before

@@ -26,7 +26,8 @@ own transaction with:
   compressed chunk, about a second per 10 M points). Rows TimescaleDB adds later to a packed
   chunk (late points recompressed) are LZ4-compressed as they are written. Without LZ4 in
   this PostgreSQL build (``--with-lz4``), the migration keeps pglz, which saves about as
-  much here.
+  much here. Chunks compressed before 0009 keep their batches of 1000; the job's next run
+  packs them.
 
 The rollup ``samples_1h`` (kept 400 days, never compressed until now: an hour of a series
 is a 140-byte row) is compressed too, segmented by ``series_id`` and ordered by ``bucket``,
@@ -67,7 +68,9 @@ ROLLUP_COMPRESS_AFTER = "7 days"
 # The rollup's compression policy first runs at its own offset, clear of every other's.
 ROLLUP_COMPRESSION_STARTS: dict[str, str] = {"samples_1h": "2 hours 23 minutes"}
 
-# One chunk per transaction (COMMIT after each): a long backlog never holds every lock.
+# Each chunk compressed in a transaction of its own, then packed in another (COMMIT after
+# each): a long backlog never holds every lock, and a failed pack (the next run packs it)
+# keeps the compression.
 _PROCEDURE = """CREATE OR REPLACE PROCEDURE compress_samples(job_id integer, config jsonb)
 LANGUAGE plpgsql AS $proc$
 DECLARE
@@ -78,6 +81,7 @@ BEGIN
         PERFORM set_config('timescaledb.compression_batch_size_limit',
                            config ->> 'batch_size_limit', true);
         PERFORM compress_chunk(chunk, if_not_compressed => true);
+        COMMIT;
         CALL pack_samples_chunk(chunk, config ->> 'toast_compression');
         COMMIT;
     END LOOP;

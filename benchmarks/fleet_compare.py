@@ -444,6 +444,24 @@ def count_entries(answer: Any) -> int:
 
 # today's table, issue 10's two, and plain PostgreSQL's packed samples (revision 0009)
 DATA_TABLES = ("metrics", "series", "samples", "sample_blocks")
+# 0010's job that compresses samples (batches of up to a day, LZ4-packed), if the database has it.
+_SAMPLES_JOB = "SELECT config FROM timescaledb_information.jobs WHERE proc_name = 'compress_samples'"
+
+
+def compress_every_chunk(url: str, table: str, older_than: str = "-36500 days") -> None:
+    """What compression does to ``table``'s chunks after 7 days, now to the chunks older
+    than ``older_than`` (by default every chunk, even future ones): for ``samples`` by the
+    job of migration 0010 when there is one (its batch size, its packing), else (and for
+    other hypertables) by ``compress_chunk``."""
+    with psycopg.connect(url, autocommit=True) as conn:  # the job commits after each chunk
+        job = conn.execute(_SAMPLES_JOB).fetchone() if table == "samples" else None
+        if job is not None:
+            config = {**job[0], "compress_after": older_than}
+            conn.execute("CALL compress_samples(NULL, %s::jsonb)", (json.dumps(config),))
+        else:
+            conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
+                         " FROM show_chunks(%s::regclass, older_than => %s::interval) AS c",
+                         (table, older_than))
 
 
 def postgres_bytes(url: str, timescaledb: bool, compress: bool = False) -> int:
@@ -459,9 +477,8 @@ def postgres_bytes(url: str, timescaledb: bool, compress: bool = False) -> int:
                 "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
                 (table,)).fetchone()
             if hyper and compress:  # what the compression policy does to chunks after 7 days
-                conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
-                             " FROM show_chunks(%s::regclass) AS c", (table,))
                 conn.commit()
+                compress_every_chunk(url, table)
             size = "hypertable_size(%s::regclass)" if hyper else \
                 "pg_total_relation_size(%s::regclass)"
             row = conn.execute(f"SELECT {size}", (table,)).fetchone()  # one of two fixed texts

@@ -28,6 +28,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.fleet_compare import compress_every_chunk  # noqa: E402
 from miniobserv.server.storage import migrate  # noqa: E402
 from miniobserv.server.storage.base import MetricQuery, Series  # noqa: E402
 from miniobserv.server.storage.postgres import PostgresRepositories  # noqa: E402
@@ -65,9 +66,8 @@ def load(url: str, days: int, series: int, now: datetime) -> int:
 
 def prepare(url: str) -> None:
     """Compress chunks past 7 days (the policy's steady state), refresh both rollups."""
+    compress_every_chunk(url, "samples", older_than="7 days")
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT compress_chunk(c, if_not_compressed => true)"
-                     " FROM show_chunks('samples', older_than => INTERVAL '7 days') c")
         for view in ("samples_1h", "samples_1d"):
             conn.execute("CALL refresh_continuous_aggregate(%s, NULL, now())", (view,))
         conn.execute("VACUUM ANALYZE")

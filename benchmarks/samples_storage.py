@@ -6,7 +6,9 @@ metrics at 10 s steps, ``--points`` in all, ending ``--days-ago`` days back so t
 chunk is past the compression policy's 7 days) is written through the PostgreSQL repository
 (1000-point batches, ``insert_batch``: the server's ingest path without HTTP) into plain
 PostgreSQL and TimescaleDB. Then ``VACUUM ANALYZE``, and on TimescaleDB every chunk is
-compressed (what the compression policy does after 7 days). Reported: bytes of ``samples``
+compressed as migration 0010's job ``compress_samples`` compresses chunks after 7 days
+(``compress_chunk`` before 0010), with where the compressed bytes go; with ``--rollups``,
+the rollups' bytes too, filled and (samples_1h) compressed, outside the figure. Reported: bytes of ``samples``
 (table, indexes, TOAST; ``hypertable_size``) and of ``series``, per stored point. On plain
 PostgreSQL the samples are then packed into ``sample_blocks`` as the server's maintenance
 job does once they are older than ``METRICS_PACK_AFTER`` (they all are: the workload ends
@@ -29,7 +31,7 @@ settings (fsync on); on SQLite, rows inserted by executemany into a file at 0006
 
     python benchmarks/samples_storage.py [--points 1000000] [--hosts 1000]
                                          [--stores postgres,timescaledb,sqlite]
-                                         [--measure bytes,migration,query]
+                                         [--measure bytes,migration,query] [--rollups]
 
 Every cluster is stopped and deleted at the end. Run by hand, never as a test.
 """
@@ -54,13 +56,14 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.fleet_compare import NINE, STEP_S, Workload  # noqa: E402
+from benchmarks.fleet_compare import NINE, STEP_S, Workload, compress_every_chunk  # noqa: E402
 from benchmarks.ingest import postgres_store  # noqa: E402
 from miniobserv.config import ServerConfig  # noqa: E402
 from miniobserv.model import Metric, MetricBatch  # noqa: E402
 from miniobserv.server.storage import migrate  # noqa: E402
 from miniobserv.server.storage.base import MetricQuery, labels_text, to_micros  # noqa: E402
 from miniobserv.server.storage.postgres import PostgresRepositories  # noqa: E402
+from miniobserv.server.storage.postgres.db import ROLLUP_VIEWS  # noqa: E402
 from miniobserv.server.storage.postgres.metrics import build_query  # noqa: E402
 from miniobserv.server.storage.sqlite import SQLiteRepositories  # noqa: E402
 
@@ -90,7 +93,59 @@ def relation_bytes(conn: psycopg.Connection, table: str, hyper: bool) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def measure_bytes(workload: Workload, timescaledb: bool) -> None:
+# Per compressed chunk of samples: its batches, their points, and its heap (with its free space
+# and visibility maps), TOAST (with its index) and indexes in bytes.
+_COMPRESSED_PARTS = """SELECT format('%I.%I', z.schema_name, z.table_name)::regclass
+    FROM _timescaledb_catalog.chunk AS c
+    JOIN _timescaledb_catalog.chunk AS z ON z.id = c.compressed_chunk_id
+    JOIN _timescaledb_catalog.hypertable AS h ON h.id = c.hypertable_id
+    WHERE h.table_name = 'samples'"""
+_FORKS = ("pg_relation_size({0}) + pg_relation_size({0}, 'fsm')"
+          " + pg_relation_size({0}, 'vm')")
+
+
+def compressed_breakdown(conn: psycopg.Connection, stored: int, total: int) -> str:
+    """Where ``total`` (hypertable_size of samples) goes, per stored point."""
+    parts = {"batches": 0, "points": 0, "heap": 0, "toast": 0, "indexes": 0}
+    for (chunk,) in conn.execute(_COMPRESSED_PARTS).fetchall():
+        # The chunk's name comes from TimescaleDB's catalog, quoted by format('%I.%I').
+        batches, points = conn.execute(
+            f"SELECT count(*), coalesce(sum(_ts_meta_count), 0) FROM {chunk}").fetchone()
+        heap, toast, indexes = conn.execute(
+            f"SELECT {_FORKS.format('r.oid')}, {_FORKS.format('r.reltoastrelid')}"
+            " + pg_indexes_size(r.reltoastrelid), pg_indexes_size(r.oid)"
+            " FROM pg_class AS r WHERE r.oid = %s::regclass", (str(chunk),)).fetchone()
+        for key, value in zip(parts, (batches, points, heap, toast, indexes), strict=True):
+            parts[key] += int(value)
+    rest = total - parts["heap"] - parts["toast"] - parts["indexes"]
+    per = f"{parts['points'] / parts['batches']:.0f}" if parts["batches"] else "-"
+    return (f"{parts['batches']:,} compressed batches ({per} points each): heap"
+            f" {parts['heap'] / stored:.3f}, TOAST {parts['toast'] / stored:.3f}, indexes"
+            f" {parts['indexes'] / stored:.3f}, the rest (empty chunks, the root table)"
+            f" {rest / stored:.3f} B/point")
+
+
+_COMPRESSED_ROLLUP = """SELECT compression_enabled FROM timescaledb_information.continuous_aggregates
+    WHERE view_name = %s"""
+
+
+def rollup_bytes(conn: psycopg.Connection, stored: int) -> str:
+    """The rollups filled, then compressed where that is enabled (0010: samples_1h); not
+    part of the figure (the peers keep no rollups)."""
+    sizes = []
+    for view in ROLLUP_VIEWS.values():
+        conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, now())")  # fixed names
+        size = f"{view} {relation_bytes(conn, view, True) / stored:.3f}"
+        row = conn.execute(_COMPRESSED_ROLLUP, (view,)).fetchone()
+        if row is not None and row[0]:
+            conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
+                         " FROM show_chunks(%s::regclass) AS c", (view,))
+            size += f", compressed {relation_bytes(conn, view, True) / stored:.3f}"
+        sizes.append(size)
+    return f"rollups (not in the figure), filled: {'; '.join(sizes)} B/point"
+
+
+def measure_bytes(workload: Workload, timescaledb: bool, rollups: bool = False) -> None:
     with postgres_store(timescaledb) as store:
         url = store.url
         repos = PostgresRepositories(url, max_size=2).open()
@@ -98,17 +153,22 @@ def measure_bytes(workload: Workload, timescaledb: bool) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE samples")
             conn.execute("VACUUM ANALYZE series")
-            if timescaledb:
-                conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
-                             " FROM show_chunks('samples') c")
+        if timescaledb:
+            compress_every_chunk(url, "samples")
+        with psycopg.connect(url, autocommit=True) as conn:
             stored = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
             samples = relation_bytes(conn, "samples", timescaledb)
             series = relation_bytes(conn, "series", False)
+            parts = compressed_breakdown(conn, stored, samples) if timescaledb else ""
+            if timescaledb and rollups:
+                parts += f"\n  {rollup_bytes(conn, stored)}"
         name = "TimescaleDB (chunks compressed)" if timescaledb else "plain PostgreSQL"
         print(f"{name}: {stored:,} points in {loaded:.1f} s ({stored / loaded:,.0f} points/s"
               f" through insert_batch, one process); samples {samples / stored:.2f} B/point,"
               f" series {series / stored:.2f} B/point, together"
               f" {(samples + series) / stored:.2f}")
+        if parts:
+            print(f"  samples: {parts}")
         if not timescaledb:
             measure_packed(url, stored, series)
 
@@ -287,6 +347,8 @@ def main() -> None:
     parser.add_argument("--stores", default="postgres,timescaledb")
     parser.add_argument("--measure", default="bytes,migration")
     parser.add_argument("--repeat", type=int, default=31)
+    parser.add_argument("--rollups", action="store_true",
+                        help="TimescaleDB: the rollups' bytes too, filled and compressed")
     args = parser.parse_args()
     newest = int((datetime.now(UTC) - timedelta(days=args.days_ago)).timestamp())
     workload = Workload(args.hosts, args.points, newest - newest % STEP_S)
@@ -299,9 +361,10 @@ def main() -> None:
                     measure_query(args.hosts, args.repeat)
             elif store == "sqlite":
                 (measure_sqlite_bytes if what == "bytes" else measure_sqlite_migration)(workload)
+            elif what == "bytes":
+                measure_bytes(workload, store == "timescaledb", args.rollups)
             else:
-                (measure_bytes if what == "bytes" else measure_migration)(
-                    workload, store == "timescaledb")
+                measure_migration(workload, store == "timescaledb")
 
 
 if __name__ == "__main__":

@@ -277,10 +277,12 @@ def compression_settings(conn: psycopg.Connection[Any], table: str) -> list[tupl
 
 
 def jobs(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every policy of every hypertable. Their runs are not asserted: on PostgreSQL 15.20,
-    TimescaleDB 2.28's background jobs report "Failed" at the end of a run (a known clash)."""
-    rows = conn.execute("SELECT hypertable_name, proc_name, job_id, config, initial_start"
-                        " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"
+    """Every policy of every hypertable, and 0010's job that compresses samples (as one of
+    samples'). Their runs are not asserted: on PostgreSQL 15.20, TimescaleDB 2.28's
+    background jobs report "Failed" at the end of a run (a known clash)."""
+    rows = conn.execute("SELECT coalesce(hypertable_name, 'samples'), proc_name, job_id, config,"
+                        " initial_start FROM timescaledb_information.jobs"
+                        " WHERE hypertable_name IS NOT NULL OR proc_name = 'compress_samples'"
                         ).fetchall()
     return {(table, name): {"job_id": job, "config": config, "initial_start": start}
             for table, name, job, config, start in rows}
@@ -299,8 +301,8 @@ def test_timescaledb_hypertable_and_policies(timescale_url: str) -> None:
         assert chunk_interval(conn, "samples") == timedelta(days=1)
         assert compression_settings(conn, "samples") == [("series_id", 1, None), ("time", None, True)]
         jobs = policies(conn)
-    assert set(jobs) == {"policy_compression", "policy_retention"}
-    assert jobs["policy_compression"]["config"]["compress_after"] == "7 days"
+    assert set(jobs) == {"compress_samples", "policy_retention"}  # 0010's job compresses
+    assert jobs["compress_samples"]["config"]["compress_after"] == "7 days"
     assert jobs["policy_retention"]["config"]["drop_after"] == "30 days"
     starts = {job["initial_start"] for job in jobs.values()}
     assert len(starts) == 2 and None not in starts  # first runs cannot collide
@@ -318,14 +320,14 @@ def test_timescaledb_downgrade_removes_policies(timescale_url: str) -> None:
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
         assert postgres_db.is_hypertable(conn, "samples")
-        assert set(policies(conn)) == {"policy_compression", "policy_retention"}
+        assert set(policies(conn)) == {"compress_samples", "policy_retention"}
 
 
 @pytest.mark.integration
 @pytest.mark.timescaledb
 def test_sync_retention_replaces_the_policy_once(timescale_url: str) -> None:
     with psycopg.connect(timescale_url) as conn:
-        compression = policies(conn)["policy_compression"]
+        compression = policies(conn)["compress_samples"]
         assert postgres_db.sync_retention(conn, timedelta(days=10)) is True
         first = policies(conn)["policy_retention"]
         assert first["config"]["drop_after"] == "10 days"
@@ -334,7 +336,7 @@ def test_sync_retention_replaces_the_policy_once(timescale_url: str) -> None:
         assert postgres_db.sync_retention(conn, timedelta(days=30)) is True
         jobs = policies(conn)
     assert jobs["policy_retention"]["config"]["drop_after"] == "30 days"
-    assert jobs["policy_compression"] == compression
+    assert jobs["compress_samples"] == compression
     assert jobs["policy_retention"]["initial_start"] != compression["initial_start"]
 
 

@@ -183,8 +183,8 @@ def test_timescaledb_logs_hypertable_and_policies(timescale_url: str) -> None:
     starts = [job["initial_start"] for job in policies.values()]
     tables = {table for table, _ in policies}
     assert tables == {"samples", "logs", "samples_1h", "samples_1d"}  # 0007 rebuilds 0005's rollups'
-    assert len(policies) == 8 and None not in starts
-    assert len(set(starts)) == 8  # no two first runs of any policies collide
+    assert len(policies) == 9 and None not in starts  # 0010 compresses samples_1h too
+    assert len(set(starts)) == 9  # no two first runs of any policies collide
 
 
 @pytest.mark.integration
@@ -222,7 +222,7 @@ def test_timescaledb_0002_down_removes_the_logs_policies_only(timescale_url: str
         assert not postgres_db.is_hypertable(conn, "logs")
     migrate.upgrade(timescale_url)
     with psycopg.connect(timescale_url) as conn:
-        assert postgres_db.is_hypertable(conn, "logs") and len(jobs(conn)) == 8  # 0005's too
+        assert postgres_db.is_hypertable(conn, "logs") and len(jobs(conn)) == 9  # 0005's too
 
 
 @pytest.mark.integration
@@ -242,7 +242,7 @@ def test_sync_retention_applies_logs_retention_with_its_own_start(timescale_url:
     assert after[("samples", "policy_retention")] == before[("samples", "policy_retention")]
     assert after[("logs", "policy_compression")] == before[("logs", "policy_compression")]
     starts = [job["initial_start"] for job in after.values()]
-    assert len(set(starts)) == 8  # the new logs policy keeps clear of the others (0005's too)
+    assert len(set(starts)) == 9  # the new logs policy keeps clear of the others (0005's too)
     with psycopg.connect(timescale_url) as conn, pytest.raises(ValueError):
         postgres_db.sync_retention(conn, timedelta(days=1), "hosts")
 

@@ -173,7 +173,7 @@ def test_timescaledb_samples_migration_round_trip(postgres_databases: Any) -> No
             compressed = conn.execute(
                 "SELECT count(*) FROM timescaledb_information.chunks"
                 " WHERE hypertable_name = 'samples' AND is_compressed").fetchone()
-        assert policies == {"policy_compression", "policy_retention"}
+        assert policies == {"compress_samples", "policy_retention"}  # 0010's compression job
         assert views == {"samples_1h", "samples_1d"}
         assert compressed == (1,)  # the ten-day-old point's chunk
         # The rollup holds what the raw samples give.

@@ -92,7 +92,8 @@ def test_migration_creates_real_time_rollups_with_policies(timescale_url: str) -
     assert rollups_of(timescale_url) == {"samples_1h": False, "samples_1d": False}
     assert rollup_jobs(timescale_url) == {
         (proc, view) for view in ROLLUP_VIEWS.values()
-        for proc in ("policy_refresh_continuous_aggregate", "policy_retention")}
+        for proc in ("policy_refresh_continuous_aggregate", "policy_retention")
+    } | {("policy_compression", "samples_1h")}  # 0010
     with psycopg.connect(timescale_url) as conn:
         drop_after = conn.execute(
             "SELECT DISTINCT (config ->> 'drop_after')::interval FROM timescaledb_information.jobs"

@@ -306,8 +306,14 @@ def postgres_store(timescaledb: bool) -> Iterator[Store]:
         pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
 
         def count() -> int:
+            """Narrow samples, and those the server packed into blocks (revision 0009)."""
             with psycopg.connect(url) as conn:
-                return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+                narrow = int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+                if conn.execute("SELECT to_regclass('sample_blocks')").fetchone()[0] is None:
+                    return narrow
+                packed = conn.execute("SELECT coalesce(sum(cardinality(times)), 0)"
+                                      " FROM sample_blocks").fetchone()[0]
+                return narrow + int(packed)
 
         yield Store("timescaledb" if timescaledb else "postgres", url, version, pid, count)
     finally:

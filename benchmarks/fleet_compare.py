@@ -496,7 +496,17 @@ def packed_bytes(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         if not blocks.uses_blocks(conn):
             return 0
-        blocks.pack(conn, datetime.now(UTC) + timedelta(hours=1), lambda: False)
+        before = datetime.now(UTC) + timedelta(hours=1)
+        deadline = time.monotonic() + 600
+        # pack() stops at once while the server's maintenance job packs (it holds the lock):
+        # call it again until no narrow row is left before the horizon (a run of 10 M points
+        # measured 65 B/point when it stopped early).
+        while conn.execute("SELECT EXISTS (SELECT 1 FROM samples WHERE time < %s)",
+                           (blocks.pack_horizon(before),)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("samples still unpacked after 600 s")
+            if not blocks.pack(conn, before, lambda: False):
+                time.sleep(1)
         conn.execute("VACUUM ANALYZE samples")
         conn.execute("REINDEX TABLE samples")
         conn.execute("VACUUM ANALYZE sample_blocks")

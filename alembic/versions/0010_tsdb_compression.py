@@ -90,7 +90,11 @@ $proc$"""
 # The compressed chunk of ``chunk``, once: its compressed columns EXTENDED with ``method``,
 # then rewritten so that every batch stored out of line is compressed that way. Batches
 # small enough to stay in their row (under 2 kB: PostgreSQL compresses nothing there) are
-# left alone: a rewrite would only lose the free space that compress_chunk filled.
+# left alone: a rewrite would only lose the free space that compress_chunk filled. Then, at
+# every call, ANALYZE of the compressed chunk: without statistics the planner took it for a
+# few batches and read one series by decompressing the whole chunk in a hash join (one
+# series' day over HTTP: 50 ms at 1 M points, 485 ms at 10 M, against 1-3 ms with them),
+# until autovacuum's next analyze.
 _PACK = """CREATE OR REPLACE PROCEDURE pack_samples_chunk(chunk regclass, method text)
 LANGUAGE plpgsql AS $proc$
 DECLARE
@@ -103,23 +107,23 @@ BEGIN
     JOIN pg_class AS r ON r.relname = c.table_name
     JOIN pg_namespace AS n ON n.oid = r.relnamespace AND n.nspname = c.schema_name
     WHERE r.oid = chunk;
-    IF packed IS NULL OR NOT EXISTS (SELECT 1 FROM pg_attribute
-            WHERE attrelid = packed AND attname = 'value' AND attstorage = 'e') THEN
-        RETURN;  -- not compressed, or packed already
+    IF packed IS NULL THEN
+        RETURN;  -- not compressed
     END IF;
     SELECT i.relname INTO segment_index FROM pg_index AS x
         JOIN pg_class AS i ON i.oid = x.indexrelid WHERE x.indrelid = packed LIMIT 1;
-    IF segment_index IS NULL THEN
-        RETURN;
+    IF segment_index IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute
+            WHERE attrelid = packed AND attname = 'value' AND attstorage = 'e') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN time SET STORAGE EXTENDED,'
+                       ' ALTER COLUMN time SET COMPRESSION %s,'
+                       ' ALTER COLUMN value SET STORAGE EXTENDED,'
+                       ' ALTER COLUMN value SET COMPRESSION %s', packed, method, method);
+        IF EXISTS (SELECT 1 FROM pg_class WHERE oid = packed
+                AND pg_relation_size(reltoastrelid) > 0) THEN  -- batches out of line: pack
+            EXECUTE format('CLUSTER %s USING %I', packed, segment_index);
+        END IF;
     END IF;
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN time SET STORAGE EXTENDED,'
-                   ' ALTER COLUMN time SET COMPRESSION %s,'
-                   ' ALTER COLUMN value SET STORAGE EXTENDED,'
-                   ' ALTER COLUMN value SET COMPRESSION %s', packed, method, method);
-    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = packed
-            AND pg_relation_size(reltoastrelid) > 0) THEN  -- batches out of line: pack them
-        EXECUTE format('CLUSTER %s USING %I', packed, segment_index);
-    END IF;
+    EXECUTE format('ANALYZE %s', packed);
 END
 $proc$"""
 

@@ -152,6 +152,31 @@ def test_0010_job_compresses_in_big_batches_and_packs(timescale_data: tuple[str,
     assert answers(url, start) == before
 
 
+def test_0010_job_leaves_statistics_on_the_compressed_chunk(
+        timescale_data: tuple[str, datetime]) -> None:
+    """The job ANALYZEs each compressed chunk: without statistics the planner took a
+    compressed chunk for a few batches and read one series by decompressing all of it."""
+    url, _ = timescale_data
+    run_job(url)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT format('%I.%I', z.schema_name, z.table_name), r.reltuples,"
+            " (SELECT count(*) FROM pg_stats AS p WHERE p.schemaname = z.schema_name"
+            "  AND p.tablename = z.table_name)"
+            " FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk z"
+            " ON z.id = c.compressed_chunk_id JOIN _timescaledb_catalog.hypertable h"
+            " ON h.id = c.hypertable_id JOIN pg_class r ON r.relname = z.table_name"
+            " JOIN pg_namespace n ON n.oid = r.relnamespace AND n.nspname = z.schema_name"
+            " WHERE h.table_name = 'samples'").fetchall()
+        assert rows, "the job compressed no chunk"
+        for name, reltuples, stats in rows:
+            # The name comes from TimescaleDB's catalog, quoted by format('%I.%I').
+            batches = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+            assert batches is not None
+            assert reltuples == batches[0] == len(HOSTS)  # one batch per series
+            assert stats > 0
+
+
 def test_0010_late_point_into_a_packed_chunk(timescale_data: tuple[str, datetime]) -> None:
     url, start = timescale_data
     run_job(url)

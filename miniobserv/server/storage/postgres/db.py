@@ -221,17 +221,27 @@ def read_rows(pool: ConnectionPool, statement: Any, params: Mapping[str, Any] | 
     """
     with translate_errors():
         for optimistic in (True, False):
-            with _connection(pool, optimistic) as conn:
-                conn.autocommit = True
+            with _connection(pool, optimistic) as conn, autocommit(conn):
                 try:
                     return conn.execute(statement, params).fetchall()
                 except psycopg.OperationalError:
                     if not (optimistic and conn.broken):
                         raise
-                finally:
-                    if not conn.closed:
-                        conn.autocommit = False
     raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+@contextmanager
+def autocommit(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """``conn`` in autocommit mode for the block (each statement its own transaction: no
+    BEGIN and COMMIT round trips; session settings outside any transaction), then in the
+    mode it had, unless the block closed it."""
+    before = conn.autocommit
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        if not conn.closed:
+            conn.autocommit = before
 
 
 @contextmanager
@@ -254,13 +264,8 @@ def configure_session(conn: psycopg.Connection[Any]) -> None:
     from: ``astimezone(UTC)`` and ``format_time`` skip their conversion). No statement's
     meaning depends on the session's zone (``date_bin`` and ``time_bucket`` are aligned to
     fixed instants)."""
-    autocommit = conn.autocommit
-    conn.autocommit = True  # a session setting, outside any transaction
-    try:
+    with autocommit(conn):
         conn.execute("SET TimeZone TO 'UTC'")
-    finally:
-        if not conn.closed:
-            conn.autocommit = autocommit
 
 
 def _first_line(err: BaseException) -> str:
@@ -320,21 +325,16 @@ def write_samples(ingest: Ingest, claim: BatchClaim | None, host: str,
     """
     now = datetime.now(UTC)
     ids = cached_ids(ingest.ledger, host, series.first, now)
-    with translate_errors(), ingest.pool.connection() as conn:
-        conn.autocommit = True  # one statement is its own transaction: no BEGIN, no COMMIT
-        try:
-            if ids is not None and _write_at_once(conn, claim, _write_params(ids, host,
-                                                                              series, now)):
-                return
-            with conn.transaction():
-                if claim is not None and not _claim(conn, claim, now):
-                    return  # stored before: nothing more to do
-                admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,
-                                 series.first, now)
-                conn.execute(WRITE[False, True], _write_params(admitted.ids, host, series, now))
-        finally:
-            if not conn.closed:
-                conn.autocommit = False
+    with translate_errors(), ingest.pool.connection() as conn, autocommit(conn):
+        if ids is not None and _write_at_once(conn, claim, _write_params(ids, host,
+                                                                          series, now)):
+            return
+        with conn.transaction():
+            if claim is not None and not _claim(conn, claim, now):
+                return  # stored before: nothing more to do
+            admitted = admit(PostgresSeries(conn), ingest.ledger, ingest.limits, host,
+                             series.first, now)
+            conn.execute(WRITE[False, True], _write_params(admitted.ids, host, series, now))
     admitted.remember(ingest.ledger)
 
 
@@ -526,14 +526,9 @@ class PostgresDatabase:
         if wanted is None:
             ConnectionPool.check_connection(conn)
         else:
-            autocommit = conn.autocommit
-            conn.autocommit = True  # a session setting, outside any transaction
-            try:
+            with autocommit(conn):  # a session setting, outside any transaction
                 conn.execute("SELECT set_config('statement_timeout', %s, false)",
                              (f"{wanted}ms",))
-            finally:
-                if not autocommit and not conn.closed:
-                    conn.autocommit = False
         self._sessions[conn] = Session(conn, wanted, now)
 
     @contextmanager

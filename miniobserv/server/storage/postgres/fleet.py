@@ -36,6 +36,7 @@ from miniobserv.server.storage.fleet_common import (
 from miniobserv.server.storage.postgres import blocks
 from miniobserv.server.storage.postgres.db import (
     CONNECT_TIMEOUT_S,
+    autocommit,
     is_hypertable,
     read_rows,
     translate_errors,
@@ -88,16 +89,14 @@ class PostgresFleet:
         self._conninfo = conninfo
         self._packed: bool | None = None  # whether samples are packed (blocks.py), once known
 
-    def _packed_now(self) -> bool:
-        """:meth:`_uses_blocks` on a pooled connection of its own, only while unknown."""
+    def _uses_blocks(self, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Whether samples are packed here (looked up once, on ``conn`` or a pooled one)."""
         if self._packed is None:
-            with translate_errors(), self._pool.connection() as conn:
-                return self._uses_blocks(conn)
-        return self._packed
-
-    def _uses_blocks(self, conn: psycopg.Connection[Any]) -> bool:
-        if self._packed is None:
-            self._packed = blocks.uses_blocks(conn)
+            if conn is not None:
+                self._packed = blocks.uses_blocks(conn)
+            else:
+                with translate_errors(), self._pool.connection() as pooled:
+                    self._packed = blocks.uses_blocks(pooled)
         return self._packed
 
     def last_seen(self) -> list[HostSeen]:
@@ -120,7 +119,7 @@ class PostgresFleet:
             params[f"label{index}"] = containment(key, value)
             filters.append(sql.SQL(" AND s.labels @> {}::jsonb").format(
                 sql.Placeholder(f"label{index}")))
-        newest = blocks.LATEST_POINT if self._packed_now() else _NEWEST
+        newest = blocks.LATEST_POINT if self._uses_blocks() else _NEWEST
         statement = sql.SQL(_LATEST).format(newest=sql.SQL(newest),
                                             filters=sql.Composed(filters))
         rows = read_rows(self._pool, statement, params)
@@ -191,20 +190,15 @@ class PostgresFleet:
         hypertables (a TimescaleDB policy drops their chunks); packed samples go by whole
         blocks, once their window ended before ``metrics_before``."""
         deleted = 0
-        with translate_errors(), self._pool.connection() as conn:
-            conn.autocommit = True
-            try:
-                hypertables = {t for t in ("samples", "logs") if is_hypertable(conn, t)}
-                expired = expired_rows(metrics_before, logs_before, outbox_before)
-                if self._uses_blocks(conn):
-                    expired.insert(1, ("sample_blocks", blocks.EXPIRED_BLOCKS, metrics_before))
-                for table, condition, before in expired:
-                    if table not in hypertables:
-                        deleted += delete_in_chunks(_chunk_deleter(conn, table, condition,
-                                                                   before), should_stop or never)
-            finally:
-                if not conn.closed:
-                    conn.autocommit = False
+        with translate_errors(), self._pool.connection() as conn, autocommit(conn):
+            hypertables = {t for t in ("samples", "logs") if is_hypertable(conn, t)}
+            expired = expired_rows(metrics_before, logs_before, outbox_before)
+            if self._uses_blocks(conn):
+                expired.insert(1, ("sample_blocks", blocks.EXPIRED_BLOCKS, metrics_before))
+            for table, condition, before in expired:
+                if table not in hypertables:
+                    deleted += delete_in_chunks(_chunk_deleter(conn, table, condition,
+                                                               before), should_stop or never)
         return deleted
 
     def pack_samples(self, before: datetime, *,
@@ -212,15 +206,10 @@ class PostgresFleet:
         """Pack the samples of windows ended before ``before`` into blocks on plain
         PostgreSQL (blocks.py), a bounded batch of series per transaction; the narrow rows
         packed (0 on TimescaleDB, which compresses its chunks itself)."""
-        with translate_errors(), self._pool.connection() as conn:
-            conn.autocommit = True
-            try:
-                if not self._uses_blocks(conn):
-                    return 0
-                return blocks.pack(conn, before, should_stop or never)
-            finally:
-                if not conn.closed:
-                    conn.autocommit = False
+        with translate_errors(), self._pool.connection() as conn, autocommit(conn):
+            if not self._uses_blocks(conn):
+                return 0
+            return blocks.pack(conn, before, should_stop or never)
 
     def leader_lock(self) -> PostgresLeaderLock:
         return PostgresLeaderLock(self._conninfo)
